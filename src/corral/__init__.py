@@ -1,0 +1,79 @@
+"""corral: asyncio-native workers, supervised.
+
+Everything public is re-exported here; the modules behind it are private.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from ._errors import CorralError as CorralError
+from ._errors import HooksFailed as HooksFailed
+from ._errors import QueueFull as QueueFull
+from ._errors import SupervisorNotRunning as SupervisorNotRunning
+from ._errors import WorkerFailed as WorkerFailed
+from ._errors import WorkerStopped as WorkerStopped
+from ._hooks import HookResults as HookResults
+from ._hooks import Hooks as Hooks
+from ._run import run as run
+from ._scheduler import IntervalWorker as IntervalWorker
+from ._specs import WorkerSpec as WorkerSpec
+from ._specs import event_worker as event_worker
+from ._specs import interval as interval
+from ._specs import loop_worker as loop_worker
+from ._specs import queue_worker as queue_worker
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import SupervisorStatistics as SupervisorStatistics
+from ._timing import Timer as Timer
+from ._timing import TimingSummary as TimingSummary
+from ._timing import catchtime as catchtime
+from ._worker import Worker as Worker
+from ._worker import WorkerState as WorkerState
+from ._worker import WorkerStatistics as WorkerStatistics
+from ._worker import WorkerTimers as WorkerTimers
+from ._workers import EventWorker as EventWorker
+from ._workers import LoopWorker as LoopWorker
+from ._workers import QueueWorker as QueueWorker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorralError",
+    "EventWorker",
+    "HookResults",
+    "Hooks",
+    "HooksFailed",
+    "IntervalWorker",
+    "LoopWorker",
+    "QueueFull",
+    "QueueWorker",
+    "Supervisor",
+    "SupervisorNotRunning",
+    "SupervisorStatistics",
+    "Timer",
+    "TimingSummary",
+    "Worker",
+    "WorkerFailed",
+    "WorkerSpec",
+    "WorkerState",
+    "WorkerStatistics",
+    "WorkerStopped",
+    "WorkerTimers",
+    "catchtime",
+    "event_worker",
+    "interval",
+    "loop_worker",
+    "queue_worker",
+    "run",
+]
+
+# Tracebacks and reprs say corral.X, not corral._module.X (as trio does).
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("corral._"):
+        with contextlib.suppress(AttributeError, TypeError):
+            _obj.__module__ = __name__
+del _name, _obj
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

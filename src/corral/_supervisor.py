@@ -1,0 +1,451 @@
+"""The Supervisor: one task group that owns every worker started through it."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar, final, overload
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._errors import HooksFailed, SupervisorNotRunning, WorkerFailed
+from ._eventloop import LoopHandle
+from ._hooks import HookResults, Hooks
+from ._scheduler import IntervalWorker, Scheduler
+from ._specs import ErrorHandler, Fn, WorkerKind, WorkerSpec
+from ._threads import ThreadPool
+from ._worker import Runtime, Worker, WorkerStatistics
+from ._workers import EventWorker, LoopWorker, QueueWorker
+
+logger = logging.getLogger(__name__)
+
+SupervisorState = Literal["new", "running", "stopping", "stopped"]
+W = TypeVar("W", bound=Worker)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SupervisorStatistics:
+    """A frozen snapshot of a supervisor and every worker it has started."""
+
+    name: str
+    state: SupervisorState
+    workers: tuple[WorkerStatistics, ...]
+    threads_busy: int
+
+
+@final
+class Supervisor:
+    """Owns workers for the length of an ``async with`` block.
+
+    >>> async def main() -> None:
+    ...     async with Supervisor(shutdown_timeout=5.0) as sup:
+    ...         ticker = sup.every(0.1, poll_sensors)
+    ...         ...
+
+    Leaving the block stops everything started through it: first gracefully
+    (no new runs start, runs in progress finish, queue workers drain their
+    queues), then, after ``shutdown_timeout`` seconds, by cancellation. The
+    ``on_shutdown`` hooks run after that. A worker failure that nothing handles
+    cancels the block's body and is raised from ``async with`` as
+    :class:`~corral.WorkerFailed`, naming the worker. An exception raised by
+    the body itself propagates unchanged, after the same shutdown.
+
+    Sync functions run in threads owned by the supervisor (at most
+    ``max_threads`` at once), which are gone when the block exits.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "supervisor",
+        shutdown_timeout: float = 5.0,
+        max_threads: int = 40,
+    ) -> None:
+        if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, int | float):
+            raise TypeError(
+                f"shutdown_timeout must be a number of seconds, got {shutdown_timeout!r}"
+            )
+        if not shutdown_timeout >= 0 or math.isnan(shutdown_timeout):
+            raise ValueError(
+                f"shutdown_timeout must be 0 or more seconds, got {shutdown_timeout!r}"
+            )
+        if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
+            raise ValueError(
+                f"max_threads must be a whole number of at least 1, got {max_threads!r}"
+            )
+        self.name = name
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.max_threads = max_threads
+        self.on_shutdown = Hooks()
+        """Hooks run when the block exits, after every worker has stopped."""
+        self._state: SupervisorState = "new"
+        self._workers: dict[str, Worker] = {}
+        self._name_counts: dict[str, int] = {}
+        self._failure: WorkerFailed | None = None
+        self._runtime: Runtime | None = None
+        self._scheduler: Scheduler | None = None
+        self._task_group: TaskGroup | None = None
+        self._body: anyio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<Supervisor {self.name!r} {self._state} workers={len(self._workers)}>"
+
+    # -- the block ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state != "new":
+            raise RuntimeError(
+                f"supervisor {self.name!r} has already been used; create a new Supervisor "
+                "for each `async with` block"
+            )
+        loop = LoopHandle()
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        self._scheduler = Scheduler(loop, task_group)
+        task_group.start_soon(self._scheduler.serve, name="corral-scheduler")
+        threads = ThreadPool(loop, max_threads=self.max_threads, name=f"corral:{self.name}")
+        self._runtime = Runtime(loop, threads, task_group, self._worker_failed)
+        # The body gets a scope of its own inside the task group, so a worker
+        # failure can cancel the body while the other workers still stop gracefully.
+        self._body = anyio.CancelScope()
+        self._body.__enter__()
+        self._state = "running"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self._body is not None
+        assert self._runtime is not None
+        assert self._task_group is not None
+        body_cancelled_by_us = bool(self._body.__exit__(exc_type, exc, tb))
+        self._state = "stopping"
+        workers = list(self._workers.values())
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._stop_gracefully(workers)
+            self._task_group.cancel_scope.cancel()
+            await self._task_group.__aexit__(None, None, None)
+        finally:
+            for worker in workers:
+                worker._cancelled()  # only those the cancellation caught mid-run
+            with anyio.CancelScope(shield=True):
+                hooks = await self._run_shutdown_hooks()
+                await self._runtime.threads.aclose(timeout=self.shutdown_timeout)
+            self._state = "stopped"
+        if self._failure is not None:
+            raise self._failure from self._failure.error
+        if not hooks.ok and exc is None:
+            raise HooksFailed(hooks.errors)
+        return body_cancelled_by_us
+
+    async def _stop_gracefully(self, workers: list[Worker]) -> None:
+        for worker in workers:
+            worker.stop()
+        with anyio.move_on_after(self.shutdown_timeout):
+            for worker in workers:
+                await worker.wait_stopped()
+            return
+        late = [w.name for w in workers if w.state.value in ("running", "stopping")]
+        logger.warning(
+            "supervisor %r: %d worker(s) still running %.3gs after the stop request; "
+            "cancelling: %s",
+            self.name,
+            len(late),
+            self.shutdown_timeout,
+            ", ".join(late),
+        )
+
+    async def _run_shutdown_hooks(self) -> HookResults:
+        assert self._runtime is not None
+        with anyio.move_on_after(self.shutdown_timeout):
+            results = await self.on_shutdown._run((), None, threads=self._runtime.threads)
+            for name, error in results.errors.items():
+                logger.error(
+                    "supervisor %r: shutdown hook %s failed", self.name, name, exc_info=error
+                )
+            return results
+        logger.warning(
+            "supervisor %r: shutdown hooks did not finish within %.3gs",
+            self.name,
+            self.shutdown_timeout,
+        )
+        return HookResults()
+
+    def _worker_failed(self, worker: Worker, error: Exception) -> None:
+        if self._failure is None:
+            self._failure = WorkerFailed(worker.name, error)
+            logger.debug("supervisor %r: worker %r failed", self.name, worker.name, exc_info=error)
+        else:  # the first failure is raised; later ones must not vanish
+            logger.error(
+                "supervisor %r: worker %r also failed", self.name, worker.name, exc_info=error
+            )
+        if self._state == "running" and self._body is not None:
+            self._body.cancel()
+
+    # -- starting workers --------------------------------------------------------
+
+    def start_worker(self, spec: WorkerSpec, /, *args: Any, **overrides: Any) -> Worker:
+        """Start the worker a spec describes; returns its handle.
+
+        Extra ``args`` are appended to the spec's; ``overrides`` replace its
+        options (for example ``interval=`` or ``name=``).
+        """
+        if not isinstance(spec, WorkerSpec):
+            raise TypeError(
+                f"start_worker() takes a WorkerSpec (made with @corral.interval(), "
+                f"@corral.queue_worker(), ...), got {spec!r}"
+            )
+        if args or overrides:
+            spec = spec.replace(*args, **overrides)
+        return self._start(spec)
+
+    def _start(self, spec: WorkerSpec) -> Worker:
+        runtime = self._running()
+        name = self._unique_name(spec)
+        common = (name, spec.fn, spec.args, spec.on_error)
+        worker: Worker
+        if spec.kind == "interval":
+            assert self._scheduler is not None
+            worker = IntervalWorker(
+                runtime,
+                self._scheduler,
+                *common,
+                interval=float(spec.options["interval"]),
+                delay_before=float(spec.options.get("delay_before", 0.0)),
+                mode=spec.options.get("mode", "rate"),
+            )
+        elif spec.kind == "queue":
+            worker = QueueWorker(
+                runtime,
+                *common,
+                maxsize=spec.options.get("maxsize", 0),
+                concurrency=spec.options.get("concurrency", 1),
+                priority=spec.options.get("priority", False),
+            )
+        elif spec.kind == "event":
+            worker = EventWorker(runtime, *common)
+        else:
+            worker = LoopWorker(runtime, *common)
+        self._workers[name] = worker
+        logger.debug("supervisor %r started %s worker %r", self.name, spec.kind, name)
+        return worker
+
+    @overload
+    def every(
+        self,
+        seconds: float,
+        /,
+        *,
+        delay_before: float = 0.0,
+        mode: Literal["rate", "delay"] = "rate",
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> Callable[[Fn], IntervalWorker]: ...
+    @overload
+    def every(
+        self,
+        seconds: float,
+        fn: Fn,
+        /,
+        *args: Any,
+        delay_before: float = 0.0,
+        mode: Literal["rate", "delay"] = "rate",
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> IntervalWorker: ...
+    def every(
+        self,
+        seconds: float,
+        fn: Fn | None = None,
+        /,
+        *args: Any,
+        delay_before: float = 0.0,
+        mode: Literal["rate", "delay"] = "rate",
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> IntervalWorker | Callable[[Fn], IntervalWorker]:
+        """Run ``fn(*args)`` every ``seconds``; returns an :class:`IntervalWorker`.
+
+        ``mode="rate"`` (the default) keeps a fixed rate on absolute deadlines:
+        tick *k* is due at ``t0 + k * seconds`` with ``t0`` = now +
+        ``delay_before``; a tick more than one interval late is skipped and
+        counted, never bunched. ``mode="delay"`` waits ``seconds`` after each
+        run ends. Used bare as ``@sup.every(0.5)`` it decorates a function and
+        returns the worker. The function stops the worker by returning
+        ``False``; ``on_error(exc)`` handles a failure and the worker goes on.
+        """
+        options = {"interval": seconds, "delay_before": delay_before, "mode": mode}
+        return self._start_or_decorate(
+            "interval", fn, args, name, on_error, options, IntervalWorker
+        )
+
+    @overload
+    def queue_worker(
+        self,
+        fn: None = None,
+        /,
+        *,
+        maxsize: int = 0,
+        concurrency: int = 1,
+        priority: bool = False,
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> Callable[[Fn], QueueWorker]: ...
+    @overload
+    def queue_worker(
+        self,
+        fn: Fn,
+        /,
+        *args: Any,
+        maxsize: int = 0,
+        concurrency: int = 1,
+        priority: bool = False,
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> QueueWorker: ...
+    def queue_worker(
+        self,
+        fn: Fn | None = None,
+        /,
+        *args: Any,
+        maxsize: int = 0,
+        concurrency: int = 1,
+        priority: bool = False,
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> QueueWorker | Callable[[Fn], QueueWorker]:
+        """Run ``fn(*args, item)`` for each item put; returns a :class:`QueueWorker`.
+
+        ``await w.put(item)`` waits while ``maxsize`` items are queued (0: no
+        bound); ``w.put_nowait(item)`` raises ``QueueFull`` instead; and
+        ``w.put_threadsafe(item)`` works from any other thread. Up to
+        ``concurrency`` items run at once. With ``priority=True`` items are
+        ``(priority, item)`` and lower priorities run first, FIFO within a level.
+        """
+        options = {"maxsize": maxsize, "concurrency": concurrency, "priority": priority}
+        return self._start_or_decorate("queue", fn, args, name, on_error, options, QueueWorker)
+
+    @overload
+    def event_worker(
+        self, fn: None = None, /, *, name: str | None = None, on_error: ErrorHandler | None = None
+    ) -> Callable[[Fn], EventWorker]: ...
+    @overload
+    def event_worker(
+        self, fn: Fn, /, *args: Any, name: str | None = None, on_error: ErrorHandler | None = None
+    ) -> EventWorker: ...
+    def event_worker(
+        self,
+        fn: Fn | None = None,
+        /,
+        *args: Any,
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> EventWorker | Callable[[Fn], EventWorker]:
+        """Run ``fn(*args)`` whenever ``w.trigger()`` is called; returns an :class:`EventWorker`.
+
+        ``trigger()`` is safe from any thread. Triggers that arrive while the
+        function runs coalesce into one more run.
+        """
+        return self._start_or_decorate("event", fn, args, name, on_error, {}, EventWorker)
+
+    @overload
+    def loop_worker(
+        self, fn: None = None, /, *, name: str | None = None, on_error: ErrorHandler | None = None
+    ) -> Callable[[Fn], LoopWorker]: ...
+    @overload
+    def loop_worker(
+        self, fn: Fn, /, *args: Any, name: str | None = None, on_error: ErrorHandler | None = None
+    ) -> LoopWorker: ...
+    def loop_worker(
+        self,
+        fn: Fn | None = None,
+        /,
+        *args: Any,
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> LoopWorker | Callable[[Fn], LoopWorker]:
+        """Run ``fn(*args)`` back to back until stopped; returns a :class:`LoopWorker`."""
+        return self._start_or_decorate("loop", fn, args, name, on_error, {}, LoopWorker)
+
+    def _start_or_decorate(
+        self,
+        kind: WorkerKind,
+        fn: Fn | None,
+        args: tuple[Any, ...],
+        name: str | None,
+        on_error: ErrorHandler | None,
+        options: dict[str, Any],
+        handle: type[W],
+    ) -> W | Callable[[Fn], W]:
+        self._running()  # fail at the call site, not when the decorator is applied
+
+        def start(fn: Fn) -> W:
+            worker = self._start(WorkerSpec(kind, fn, args, name, on_error, options))
+            assert isinstance(worker, handle)
+            return worker
+
+        return start if fn is None else start(fn)
+
+    # -- introspection -----------------------------------------------------------
+
+    @property
+    def state(self) -> SupervisorState:
+        """``"new"``, ``"running"``, ``"stopping"`` or ``"stopped"``."""
+        return self._state
+
+    @property
+    def workers(self) -> tuple[Worker, ...]:
+        """Every worker started so far, stopped ones included, in start order."""
+        return tuple(self._workers.values())
+
+    def statistics(self) -> SupervisorStatistics:
+        """A frozen snapshot of the supervisor and each of its workers."""
+        runtime = self._runtime
+        return SupervisorStatistics(
+            name=self.name,
+            state=self._state,
+            workers=tuple(w.statistics() for w in self._workers.values()),
+            threads_busy=len(runtime.threads.busy()) if runtime is not None else 0,
+        )
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _running(self) -> Runtime:
+        if self._state != "running" or self._runtime is None:
+            raise SupervisorNotRunning(
+                f"supervisor {self.name!r} is {self._state}; start workers inside "
+                "`async with corral.Supervisor() as sup:`"
+            )
+        if not self._runtime.loop.in_loop_thread():
+            raise RuntimeError(
+                f"supervisor {self.name!r} was called from another thread; start workers from "
+                "the event loop's thread (use anyio.from_thread.run_sync to get there)"
+            )
+        return self._runtime
+
+    def _unique_name(self, spec: WorkerSpec) -> str:
+        if spec.name is not None:
+            if spec.name in self._workers:
+                raise ValueError(
+                    f"supervisor {self.name!r} already has a worker named {spec.name!r}; "
+                    "pass a different name="
+                )
+            return spec.name
+        base = getattr(spec.fn, "__qualname__", None) or type(spec.fn).__name__
+        n = self._name_counts.get(base, 0)
+        name = base if n == 0 else f"{base}#{n + 1}"
+        while name in self._workers:  # only if a user took a name like "fn#2"
+            n += 1
+            name = f"{base}#{n + 1}"
+        self._name_counts[base] = n + 1
+        return name
