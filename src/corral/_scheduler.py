@@ -96,10 +96,7 @@ class IntervalWorker(Worker):
         This is the per-tick hot path: keep it free of avoidable calls.
         """
         if now - due >= self.interval and self._rate:
-            missed = int((now - due) // self.interval)
-            self._skip_count += missed
-            self._tick += missed
-            due = self._t0 + self._tick * self.interval
+            due = self._skip_to_latest_tick(now)
         self._lateness.record(now - due)
         self._running = True
         self._started = now
@@ -116,6 +113,19 @@ class IntervalWorker(Worker):
         else:
             return coro, step
         return None
+
+    def _skip_to_latest_tick(self, now: float) -> float:
+        """Skip (and count) ticks more than an interval late; the due time to run."""
+        t0, interval = self._t0, self.interval
+        latest = int((now - t0) / interval)
+        # Division rounds either way; settle on the last tick due at or before now.
+        while t0 + (latest + 1) * interval <= now:
+            latest += 1
+        while latest > self._tick and t0 + latest * interval > now:
+            latest -= 1
+        self._skip_count += latest - self._tick
+        self._tick = latest
+        return t0 + latest * interval
 
     async def _drive(self, coro: Coroutine[Any, Any, Any], step: Any) -> None:
         """Finish a run whose coroutine suspended, in the task that started it."""

@@ -35,7 +35,7 @@ class WorkerSpec:
 
     Made by the decorators :func:`interval`, :func:`queue_worker`,
     :func:`event_worker` and :func:`loop_worker`. The decorated function stays
-    callable as before: calling the spec calls the function.
+    callable as before: calling the spec calls the function (``spec.fn``).
     """
 
     kind: WorkerKind
@@ -219,15 +219,6 @@ def _decorator(
     kind: WorkerKind, name: str | None, on_error: ErrorHandler | None, options: dict[str, Any]
 ) -> Callable[[Fn], WorkerSpec]:
     def decorate(fn: Fn) -> WorkerSpec:
-        spec = WorkerSpec(kind, fn, name=name, on_error=on_error, options=options)
-        _take_metadata(spec, fn)
-        return spec
+        return WorkerSpec(kind, fn, name=name, on_error=on_error, options=options)
 
     return decorate
-
-
-def _take_metadata(spec: WorkerSpec, fn: Fn) -> None:
-    """Let the spec read as the function it wraps (``__doc__``, ``__name__``, ...)."""
-    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
-        if hasattr(fn, attr):
-            object.__setattr__(spec, attr, getattr(fn, attr))

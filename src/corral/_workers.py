@@ -142,14 +142,14 @@ class QueueWorker(TaskWorker):
         except Closed:
             return None
 
-    def _cancelled(self) -> None:
-        if self._queue:
+    def _finish(self, state: WorkerState = WorkerState.STOPPED) -> None:
+        if state is WorkerState.CANCELLED and self._queue and not self._finished:
             logger.warning(
                 "queue worker %r cancelled at shutdown with %d items still queued",
                 self.name,
                 len(self._queue),
             )
-        super()._cancelled()
+        super()._finish(state)
 
 
 @final
