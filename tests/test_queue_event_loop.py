@@ -340,3 +340,19 @@ async def test_wait_runs_raises_when_the_worker_stops_first() -> None:
         worker.trigger()
         with pytest.raises(corral.WorkerStopped, match="before reaching 5"):
             await worker.wait_runs(5)
+
+
+async def test_a_busy_queue_worker_yields_between_items() -> None:
+    processed = 0
+
+    async def handle(item: int) -> None:  # never awaits
+        nonlocal processed
+        processed += 1
+
+    async with corral.Supervisor() as sup:
+        worker = sup.queue_worker(handle)
+        for i in range(100):
+            worker.put_nowait(i)
+        await anyio.lowlevel.checkpoint()
+        assert processed < 100  # the worker yielded: the loop was not held for all items
+        await worker.wait_runs(100)

@@ -409,7 +409,12 @@ class Supervisor:
         return tuple(self._workers.values())
 
     def statistics(self) -> SupervisorStatistics:
-        """A frozen snapshot of the supervisor and each of its workers."""
+        """A frozen snapshot of the supervisor and each of its workers.
+
+        It computes every worker's percentiles, so with thousands of workers it
+        takes milliseconds: call it at human rates, or ask the workers you
+        watch for their own ``statistics()``.
+        """
         runtime = self._runtime
         return SupervisorStatistics(
             name=self.name,

@@ -35,6 +35,9 @@ class TaskWorker(Worker, metaclass=abc.ABCMeta):
         ending = WorkerState.CANCELLED
         try:
             while (extra := await self._next()) is not None:
+                # Yield once per run, even when the next item or trigger is already
+                # there: a busy worker must not starve the rest of the loop.
+                await anyio.lowlevel.checkpoint()
                 start = clock()
                 try:
                     result, error = await self._call(*extra), None
@@ -211,8 +214,8 @@ class EventWorker(TaskWorker):
 class LoopWorker(TaskWorker):
     """Runs its function back to back until stopped (see ``Supervisor.loop_worker``).
 
-    Between runs it yields to the event loop, so an async function that never
-    awaits still cannot starve other tasks.
+    Like every worker it yields to the event loop before each run, so an async
+    function that never awaits still cannot starve other tasks.
     """
 
     kind = "loop"
@@ -229,5 +232,4 @@ class LoopWorker(TaskWorker):
         self._start()
 
     async def _next(self) -> tuple[Any, ...] | None:
-        await anyio.lowlevel.checkpoint()
         return () if self._state is WorkerState.RUNNING else None
