@@ -179,8 +179,8 @@ class Scheduler:
         self._task_group = task_group
         self._slots: dict[int, list[IntervalWorker]] = {}
         self._slot_heap: list[int] = []
-        self._wakeup: anyio.Event | None = None
-        self._sleeping_until = math.inf
+        self._alarm = loop.alarm()
+        self._sleeping_until = math.inf  # the slot the scheduler sleeps until
 
     def schedule(self, worker: IntervalWorker, due: float) -> None:
         """Put ``worker`` on the wheel, due at ``due`` (on the loop handle's clock)."""
@@ -192,8 +192,8 @@ class Scheduler:
             return
         self._slots[slot] = [worker]
         heapq.heappush(self._slot_heap, slot)
-        if self._wakeup is not None and slot < self._sleeping_until:
-            self._wakeup.set()
+        if slot < self._sleeping_until:
+            self._alarm.wake()
 
     async def serve(self) -> None:
         """Hold the scheduling role: run due workers until cancelled."""
@@ -237,13 +237,10 @@ class Scheduler:
             due = self._slot_heap[0] / SLOTS_PER_SECOND
             if due <= self._clock():
                 return
-        self._wakeup = anyio.Event()
         self._sleeping_until = due * SLOTS_PER_SECOND
         try:
-            with anyio.CancelScope(deadline=self._loop.to_loop_time(due)):
-                await self._wakeup.wait()
+            await self._alarm.sleep_until(due)
         finally:
-            self._wakeup = None
             self._sleeping_until = math.inf
 
 
