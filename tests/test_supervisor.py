@@ -163,7 +163,7 @@ async def test_a_stuck_async_worker_is_cancelled_after_shutdown_timeout(
     assert worker.state is corral.WorkerState.CANCELLED
     assert "still running" in caplog.text
     assert "stuck" in caplog.text
-    assert "1 items still queued" in caplog.text
+    assert "cancelled with 1 items still queued" in caplog.text
 
 
 async def test_a_stuck_sync_function_is_abandoned_with_a_warning(

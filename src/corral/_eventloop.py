@@ -32,11 +32,12 @@ logger = logging.getLogger(__name__)
 class LoopHandle:
     """A reference to the running event loop, usable from any thread."""
 
-    __slots__ = ("_asyncio_loop", "_call_soon", "_granularity", "clock", "thread_id")
+    __slots__ = ("_asyncio_loop", "_call_soon", "_granularity", "cancelled", "clock", "thread_id")
 
     def __init__(self) -> None:
         library = sniffio.current_async_library()
         self.thread_id = threading.get_ident()
+        self.cancelled: type[BaseException] = anyio.get_cancelled_exc_class()
         if library == "asyncio":
             import asyncio  # noqa: PLC0415  (only on this backend)
 

@@ -40,29 +40,44 @@ class WorkQueue:
         return 0 < self.maxsize <= len(self)
 
     def put_nowait(self, item: Any) -> None:
-        if self.closed:
-            raise WorkerStopped(
-                f"queue worker {self._owner!r} is stopped and takes no more items; "
-                "start a new worker or put before stopping it"
-            )
+        self._check_open()
+        entry = self._entry(item)
         if self.full():
             raise QueueFull(
                 f"queue worker {self._owner!r} is full (maxsize={self.maxsize}); "
                 "use `await worker.put(item)` to wait for room"
             )
-        if self.priority:
-            level, value = _split_priority(self._owner, item)
-            heapq.heappush(self._heap, (level, next(self._order), value))
-        else:
-            self._fifo.append(item)
-        _wake_one(self._getters)
+        self._push(entry)
 
     async def put(self, item: Any) -> None:
         await anyio.lowlevel.checkpoint_if_cancelled()
-        while self.full() and not self.closed:
+        self._check_open()
+        entry = self._entry(item)  # a bad item fails now, before it takes a turn
+        while self.full():
             await _wait_turn(self._putters)
-        self.put_nowait(item)
+            self._check_open()
+        self._push(entry)
         await anyio.lowlevel.cancel_shielded_checkpoint()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise WorkerStopped(
+                f"queue worker {self._owner!r} is stopped and takes no more items; "
+                "start a new worker or put before stopping it"
+            )
+
+    def _entry(self, item: Any) -> Any:
+        if not self.priority:
+            return item
+        level, value = _split_priority(self._owner, item)
+        return (level, next(self._order), value)
+
+    def _push(self, entry: Any) -> None:
+        if self.priority:
+            heapq.heappush(self._heap, entry)
+        else:
+            self._fifo.append(entry)
+        _wake_one(self._getters)
 
     async def get(self) -> Any:
         while not len(self):

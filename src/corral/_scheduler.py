@@ -23,8 +23,9 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from ._eventloop import LoopHandle
+from ._threads import Job
 from ._timing import Timer
-from ._worker import Runtime, Worker, WorkerState
+from ._worker import Runtime, Worker, WorkerState, stray_cancellation
 
 #: Due times are served in slots of a millisecond: loop timers wake with about
 #: that granularity anyway, and sleeping for less would only spin.
@@ -80,6 +81,7 @@ class IntervalWorker(Worker):
         self._skip_count = 0
         self._running = False
         self._started = 0.0
+        self._job: Job | None = None
         self._due = self._t0
         scheduler.schedule(self, self._t0)
 
@@ -101,7 +103,7 @@ class IntervalWorker(Worker):
         self._running = True
         self._started = now
         if not self._is_async:
-            self._rt.threads.submit(self._fn, self._args, self._thread_done)
+            self._job = self._rt.threads.submit(self._fn, self._args, self._thread_done)
             return None
         try:
             coro = self._fn(*self._args)  # creating it runs none of its code
@@ -110,6 +112,8 @@ class IntervalWorker(Worker):
             self._done(finished.value, None)
         except Exception as error:
             self._done(None, error)
+        except self._rt.loop.cancelled as exc:  # nothing cancels code that never awaited
+            self._done(None, stray_cancellation(self._fn, exc))
         else:
             return coro, step
         return None
@@ -133,11 +137,23 @@ class IntervalWorker(Worker):
             result = await _Resumed(coro, step, self._context)
         except Exception as error:
             self._done(None, error)
+        except self._rt.loop.cancelled as exc:
+            try:
+                await anyio.lowlevel.checkpoint_if_cancelled()  # re-raises if truly cancelled
+            except BaseException:
+                self._cancelled()  # the supervisor cancelled this run at shutdown
+                raise
+            self._done(None, stray_cancellation(self._fn, exc))
         except BaseException:
-            self._cancelled()  # the supervisor cancelled this run at shutdown
+            self._cancelled()
             raise
         else:
             self._done(result, None)
+
+    def _cancelled(self) -> None:
+        if self._job is not None:
+            self._job.cancel()  # a run still waiting for a thread never starts
+        super()._cancelled()
 
     def _thread_done(self, result: object, error: Exception | None) -> None:
         if not self._finished:  # else: cancelled at shutdown while the thread ran
@@ -145,6 +161,7 @@ class IntervalWorker(Worker):
 
     def _done(self, result: object, error: Exception | None) -> None:
         self._running = False
+        self._job = None
         end = self._clock()
         if result is None and error is None and not self._run_waiters:
             self._runs += 1  # the common case, without the general bookkeeping
@@ -166,9 +183,9 @@ class IntervalWorker(Worker):
 class Scheduler:
     """A timer wheel of due workers, and the scheduling role that serves it.
 
-    Due times are bucketed into slots of :data:`SLOT` seconds (rounded to the
-    nearest slot), and a slot is served once the clock reaches it, so a run
-    starts at most half a slot early. Scheduling is a list append; only slot
+    Due times are bucketed into slots of ``1 / SLOTS_PER_SECOND`` seconds
+    (rounded to the nearest slot), and a slot is served once the clock reaches
+    it, so a run starts at most half a slot early. Scheduling is a list append; only slot
     numbers go in a heap, so the cost per tick does not grow with the number
     of workers.
     """
@@ -203,7 +220,7 @@ class Scheduler:
             await self._sleep_until_due()
             now = clock()
             slice_end = now + BATCH_SLICE
-            while slot_heap and slot_heap[0] <= now * SLOTS_PER_SECOND:
+            while slot_heap and slot_heap[0] / SLOTS_PER_SECOND <= now:  # as in the sleep
                 bucket = slots.pop(heapq.heappop(slot_heap))
                 for index, worker in enumerate(bucket):
                     if worker._state is not running:

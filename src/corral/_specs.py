@@ -13,11 +13,18 @@ import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, final, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, final, overload
+
+from ._worker import Worker
+
+if TYPE_CHECKING:
+    from ._scheduler import IntervalWorker
+    from ._workers import EventWorker, LoopWorker, QueueWorker
 
 WorkerKind = Literal["interval", "queue", "event", "loop"]
 Fn = Callable[..., Any]
 ErrorHandler = Callable[[Exception], object]
+W = TypeVar("W", bound=Worker)
 
 #: The options each kind takes besides ``name`` and ``on_error``.
 KIND_OPTIONS: Mapping[WorkerKind, frozenset[str]] = {
@@ -30,8 +37,11 @@ KIND_OPTIONS: Mapping[WorkerKind, frozenset[str]] = {
 
 @final
 @dataclass(frozen=True)
-class WorkerSpec:
+class WorkerSpec(Generic[W]):
     """A worker that any supervisor can start with ``sup.start_worker(spec)``.
+
+    It is typed by the handle it starts (``WorkerSpec[IntervalWorker]``, ...),
+    so ``start_worker`` returns that handle's type.
 
     Made by the decorators :func:`interval`, :func:`queue_worker`,
     :func:`event_worker` and :func:`loop_worker`. The decorated function stays
@@ -46,7 +56,7 @@ class WorkerSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_function(self.fn, f"a {self.kind} worker")
+        check_function(self.fn, f"{'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind} worker")
         if self.on_error is not None:
             check_error_handler(self.on_error)
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
@@ -63,7 +73,7 @@ class WorkerSpec:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
-    def replace(self, *args: Any, **overrides: Any) -> WorkerSpec:
+    def replace(self, *args: Any, **overrides: Any) -> WorkerSpec[W]:
         """A copy with extra positional ``args`` and options overridden (checked again)."""
         fields = {k: overrides.pop(k) for k in ("name", "on_error") if k in overrides}
         return dataclasses.replace(
@@ -139,7 +149,7 @@ def interval(
     mode: Literal["rate", "delay"] = "rate",
     name: str | None = None,
     on_error: ErrorHandler | None = None,
-) -> Callable[[Fn], WorkerSpec]:
+) -> Callable[[Fn], WorkerSpec[IntervalWorker]]:
     """Decorate a function as an interval worker spec; see ``Supervisor.every``.
 
     >>> @interval(0.5)
@@ -153,16 +163,18 @@ def interval(
 
 
 @overload
-def queue_worker(fn: Fn, /) -> WorkerSpec: ...
+def queue_worker(fn: Fn, /) -> WorkerSpec[QueueWorker]: ...
 @overload
 def queue_worker(
+    fn: None = None,
+    /,
     *,
     maxsize: int = 0,
     concurrency: int = 1,
     priority: bool = False,
     name: str | None = None,
     on_error: ErrorHandler | None = None,
-) -> Callable[[Fn], WorkerSpec]: ...
+) -> Callable[[Fn], WorkerSpec[QueueWorker]]: ...
 def queue_worker(
     fn: Fn | None = None,
     /,
@@ -172,34 +184,34 @@ def queue_worker(
     priority: bool = False,
     name: str | None = None,
     on_error: ErrorHandler | None = None,
-) -> WorkerSpec | Callable[[Fn], WorkerSpec]:
+) -> WorkerSpec[QueueWorker] | Callable[[Fn], WorkerSpec[QueueWorker]]:
     """Decorate a function as a queue worker spec; see ``Supervisor.queue_worker``."""
     options = {"maxsize": maxsize, "concurrency": concurrency, "priority": priority}
     return _bare_or_called("queue", fn, name, on_error, options)
 
 
 @overload
-def event_worker(fn: Fn, /) -> WorkerSpec: ...
+def event_worker(fn: Fn, /) -> WorkerSpec[EventWorker]: ...
 @overload
 def event_worker(
-    *, name: str | None = None, on_error: ErrorHandler | None = None
-) -> Callable[[Fn], WorkerSpec]: ...
+    fn: None = None, /, *, name: str | None = None, on_error: ErrorHandler | None = None
+) -> Callable[[Fn], WorkerSpec[EventWorker]]: ...
 def event_worker(
     fn: Fn | None = None, /, *, name: str | None = None, on_error: ErrorHandler | None = None
-) -> WorkerSpec | Callable[[Fn], WorkerSpec]:
+) -> WorkerSpec[EventWorker] | Callable[[Fn], WorkerSpec[EventWorker]]:
     """Decorate a function as an event worker spec; see ``Supervisor.event_worker``."""
     return _bare_or_called("event", fn, name, on_error, {})
 
 
 @overload
-def loop_worker(fn: Fn, /) -> WorkerSpec: ...
+def loop_worker(fn: Fn, /) -> WorkerSpec[LoopWorker]: ...
 @overload
 def loop_worker(
-    *, name: str | None = None, on_error: ErrorHandler | None = None
-) -> Callable[[Fn], WorkerSpec]: ...
+    fn: None = None, /, *, name: str | None = None, on_error: ErrorHandler | None = None
+) -> Callable[[Fn], WorkerSpec[LoopWorker]]: ...
 def loop_worker(
     fn: Fn | None = None, /, *, name: str | None = None, on_error: ErrorHandler | None = None
-) -> WorkerSpec | Callable[[Fn], WorkerSpec]:
+) -> WorkerSpec[LoopWorker] | Callable[[Fn], WorkerSpec[LoopWorker]]:
     """Decorate a function as a loop worker spec; see ``Supervisor.loop_worker``."""
     return _bare_or_called("loop", fn, name, on_error, {})
 
@@ -210,15 +222,15 @@ def _bare_or_called(
     name: str | None,
     on_error: ErrorHandler | None,
     options: dict[str, Any],
-) -> WorkerSpec | Callable[[Fn], WorkerSpec]:
+) -> WorkerSpec[Any] | Callable[[Fn], WorkerSpec[Any]]:
     decorate = _decorator(kind, name, on_error, options)
     return decorate if fn is None else decorate(fn)
 
 
 def _decorator(
     kind: WorkerKind, name: str | None, on_error: ErrorHandler | None, options: dict[str, Any]
-) -> Callable[[Fn], WorkerSpec]:
-    def decorate(fn: Fn) -> WorkerSpec:
+) -> Callable[[Fn], WorkerSpec[Any]]:
+    def decorate(fn: Fn) -> WorkerSpec[Any]:
         return WorkerSpec(kind, fn, name=name, on_error=on_error, options=options)
 
     return decorate

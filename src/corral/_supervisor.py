@@ -7,16 +7,17 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar, final, overload
+from typing import Any, Literal, Self, final, overload
 
 import anyio
+import anyio.abc
 from anyio.abc import TaskGroup
 
 from ._errors import HooksFailed, SupervisorNotRunning, WorkerFailed
 from ._eventloop import LoopHandle
 from ._hooks import HookResults, Hooks
 from ._scheduler import IntervalWorker, Scheduler
-from ._specs import ErrorHandler, Fn, WorkerKind, WorkerSpec
+from ._specs import ErrorHandler, Fn, W, WorkerKind, WorkerSpec
 from ._threads import ThreadPool
 from ._worker import Runtime, Worker, WorkerStatistics
 from ._workers import EventWorker, LoopWorker, QueueWorker
@@ -24,7 +25,6 @@ from ._workers import EventWorker, LoopWorker, QueueWorker
 logger = logging.getLogger(__name__)
 
 SupervisorState = Literal["new", "running", "stopping", "stopped"]
-W = TypeVar("W", bound=Worker)
 
 
 @final
@@ -47,10 +47,12 @@ class Supervisor:
     ...         ticker = sup.every(0.1, poll_sensors)
     ...         ...
 
-    Leaving the block stops everything started through it: first gracefully
-    (no new runs start, runs in progress finish, queue workers drain their
-    queues), then, after ``shutdown_timeout`` seconds, by cancellation. The
-    ``on_shutdown`` hooks run after that. A worker failure that nothing handles
+    Leaving the block, however it happens (the body ends, raises, or is
+    cancelled from outside), stops everything started through it: first
+    gracefully (no new runs start, runs in progress finish; workers that are
+    not queue workers stop first, then queue workers drain and stop, the last
+    started first), then, after ``shutdown_timeout`` seconds, by cancellation.
+    The ``on_shutdown`` hooks run after that. A worker failure that nothing handles
     cancels the block's body and is raised from ``async with`` as
     :class:`~corral.WorkerFailed`, naming the worker. An exception raised by
     the body itself propagates unchanged, after the same shutdown.
@@ -89,7 +91,9 @@ class Supervisor:
         self._failure: WorkerFailed | None = None
         self._runtime: Runtime | None = None
         self._scheduler: Scheduler | None = None
+        self._outer: TaskGroup | None = None
         self._task_group: TaskGroup | None = None
+        self._workers_gone: anyio.Event | None = None
         self._body: anyio.CancelScope | None = None
 
     def __repr__(self) -> str:
@@ -104,19 +108,39 @@ class Supervisor:
                 "for each `async with` block"
             )
         loop = LoopHandle()
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        self._scheduler = Scheduler(loop, task_group)
-        task_group.start_soon(self._scheduler.serve, name="corral-scheduler")
+        self._workers_gone = anyio.Event()
+        outer = anyio.create_task_group()
+        await outer.__aenter__()
+        try:
+            # Workers live in a task group of their own, shielded from cancellation
+            # that comes from outside: leaving the block, however it happens, stops
+            # them gracefully first, and cancels them only when that times out.
+            workers: TaskGroup = await outer.start(self._host_workers, name="corral-supervisor")
+        except BaseException:
+            await outer.__aexit__(None, None, None)
+            raise
+        self._outer = outer
+        self._task_group = workers
+        self._scheduler = Scheduler(loop, workers)
+        workers.start_soon(self._scheduler.serve, name="corral-scheduler")
         threads = ThreadPool(loop, max_threads=self.max_threads, name=f"corral:{self.name}")
-        self._runtime = Runtime(loop, threads, task_group, self._worker_failed)
-        # The body gets a scope of its own inside the task group, so a worker
-        # failure can cancel the body while the other workers still stop gracefully.
+        self._runtime = Runtime(loop, threads, workers, self._worker_failed)
+        # The body gets a scope of its own, so a worker failure can cancel the
+        # body while the other workers still stop gracefully.
         self._body = anyio.CancelScope()
         self._body.__enter__()
         self._state = "running"
         return self
+
+    async def _host_workers(self, *, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                async with anyio.create_task_group() as workers:
+                    task_status.started(workers)
+                    await anyio.sleep_forever()  # until __aexit__ cancels this group
+        finally:
+            assert self._workers_gone is not None
+            self._workers_gone.set()
 
     async def __aexit__(
         self,
@@ -127,14 +151,16 @@ class Supervisor:
         assert self._body is not None
         assert self._runtime is not None
         assert self._task_group is not None
+        assert self._outer is not None
+        assert self._workers_gone is not None
         body_cancelled_by_us = bool(self._body.__exit__(exc_type, exc, tb))
         self._state = "stopping"
         workers = list(self._workers.values())
         try:
             with anyio.CancelScope(shield=True):
                 await self._stop_gracefully(workers)
-            self._task_group.cancel_scope.cancel()
-            await self._task_group.__aexit__(None, None, None)
+                self._task_group.cancel_scope.cancel()
+                await self._workers_gone.wait()
         finally:
             for worker in workers:
                 worker._cancelled()  # only those the cancellation caught mid-run
@@ -142,18 +168,33 @@ class Supervisor:
                 hooks = await self._run_shutdown_hooks()
                 await self._runtime.threads.aclose(timeout=self.shutdown_timeout)
             self._state = "stopped"
+            await self._outer.__aexit__(None, None, None)
         if self._failure is not None:
+            if exc is not None and not body_cancelled_by_us:
+                # The body's own exception (or a cancellation from outside) goes on
+                # unchanged; the worker failure must not vanish, so it is logged.
+                logger.error(
+                    "supervisor %r: %s", self.name, self._failure, exc_info=self._failure.error
+                )
+                exc.add_note(f"(while leaving the supervisor: {self._failure})")
+                return False
             raise self._failure from self._failure.error
         if not hooks.ok and exc is None:
             raise HooksFailed(hooks.errors)
         return body_cancelled_by_us
 
     async def _stop_gracefully(self, workers: list[Worker]) -> None:
-        for worker in workers:
-            worker.stop()
+        """Stop workers that feed queues first, then each queue once drained."""
+        queues = [w for w in workers if isinstance(w, QueueWorker)]
+        feeders = [w for w in workers if not isinstance(w, QueueWorker)]
         with anyio.move_on_after(self.shutdown_timeout):
-            for worker in workers:
+            for worker in feeders:
+                worker.stop()
+            for worker in feeders:
                 await worker.wait_stopped()
+            for queue in reversed(queues):  # a later stage may feed an earlier one
+                queue.stop()
+                await queue.wait_stopped()
             return
         late = [w.name for w in workers if w.state.value in ("running", "stopping")]
         logger.warning(
@@ -194,7 +235,7 @@ class Supervisor:
 
     # -- starting workers --------------------------------------------------------
 
-    def start_worker(self, spec: WorkerSpec, /, *args: Any, **overrides: Any) -> Worker:
+    def start_worker(self, spec: WorkerSpec[W], /, *args: Any, **overrides: Any) -> W:
         """Start the worker a spec describes; returns its handle.
 
         Extra ``args`` are appended to the spec's; ``overrides`` replace its
@@ -209,7 +250,7 @@ class Supervisor:
             spec = spec.replace(*args, **overrides)
         return self._start(spec)
 
-    def _start(self, spec: WorkerSpec) -> Worker:
+    def _start(self, spec: WorkerSpec[W]) -> W:
         runtime = self._running()
         name = self._unique_name(spec)
         common = (name, spec.fn, spec.args, spec.on_error)
@@ -238,7 +279,7 @@ class Supervisor:
             worker = LoopWorker(runtime, *common)
         self._workers[name] = worker
         logger.debug("supervisor %r started %s worker %r", self.name, spec.kind, name)
-        return worker
+        return worker  # type: ignore[return-value]  # the spec's kind names its handle type
 
     @overload
     def every(
@@ -390,7 +431,7 @@ class Supervisor:
         self._running()  # fail at the call site, not when the decorator is applied
 
         def start(fn: Fn) -> W:
-            worker = self._start(WorkerSpec(kind, fn, args, name, on_error, options))
+            worker = self._start(WorkerSpec[W](kind, fn, args, name, on_error, options))
             assert isinstance(worker, handle)
             return worker
 
@@ -438,7 +479,7 @@ class Supervisor:
             )
         return self._runtime
 
-    def _unique_name(self, spec: WorkerSpec) -> str:
+    def _unique_name(self, spec: WorkerSpec[Any]) -> str:
         if spec.name is not None:
             if spec.name in self._workers:
                 raise ValueError(

@@ -53,12 +53,17 @@ class ThreadPool:
         self._all_exited: anyio.Event | None = None
         self._closed = False
 
-    def submit(self, fn: Callable[..., object], args: tuple[object, ...], done: Done) -> None:
-        """Run ``fn(*args)`` in a thread; ``done(result, error)`` runs later on the loop."""
+    def submit(self, fn: Callable[..., object], args: tuple[object, ...], done: Done) -> Job:
+        """Run ``fn(*args)`` in a thread; ``done(result, error)`` runs later on the loop.
+
+        Returns the :class:`Job`; cancelling it before a thread takes it means
+        ``fn`` never runs (and ``done`` is never called).
+        """
+        job = Job(fn, args, done)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the thread pool is closed")
-            self._jobs.put((fn, args, done))
+            self._jobs.put(job)
             if self._idle:
                 self._idle -= 1
             elif len(self._threads) < self._max:
@@ -70,12 +75,14 @@ class ThreadPool:
                 thread.start()
             else:
                 self._backlog += 1
+        return job
 
     async def run(self, fn: Callable[..., object], *args: object) -> object:
         """Run ``fn(*args)`` in a thread and return its result (or raise its error).
 
-        If the caller is cancelled the function keeps running to completion in its
-        thread (threads cannot be interrupted); its result is then discarded.
+        If the caller is cancelled before a thread takes the job, it never
+        runs; once running it finishes in its thread (threads cannot be
+        interrupted) and its result is discarded.
         """
         finished = anyio.Event()
         outcome: list[Any] = []
@@ -84,8 +91,12 @@ class ThreadPool:
             outcome.extend((result, error))
             finished.set()
 
-        self.submit(fn, args, done)
-        await finished.wait()
+        job = self.submit(fn, args, done)
+        try:
+            await finished.wait()
+        except BaseException:
+            job.cancel()
+            raise
         result, error = outcome
         if error is not None:
             raise error
@@ -133,34 +144,56 @@ class ThreadPool:
                     if self._idle == 0:  # a job was just owed to this thread: take it
                         continue
                     self._idle -= 1
-                    break
-            if job is _STOP:
+                    self._leave(me)  # in the same breath, so submit() sees room at once
                 break
-            fn, args, done = job
+            if job is _STOP:
+                with self._lock:
+                    self._leave(me)
+                break
+            if not (job.cancelled or self._closed):
+                self._run(me, job)
             with self._lock:
-                self._busy[me] = fn
-            try:
-                result, error = fn(*args), None
-            except Exception as exc:  # delivered to the caller, never swallowed
-                result, error = None, exc
-            except BaseException as exc:  # SystemExit in a thread ends nothing but the call
-                result, error = None, RuntimeError(f"{fn!r} raised {exc!r} in a worker thread")
-                error.__cause__ = exc
-            with self._lock:
-                del self._busy[me]
                 if self._backlog:
                     self._backlog -= 1  # a queued job is owed to this thread
                 else:
                     self._idle += 1
-            self._loop.call_soon_threadsafe(done, result, error)
-            del job, fn, args, done, result, error
-        self._exit(me)
-
-    def _exit(self, me: threading.Thread) -> None:
-        with self._lock:
-            self._threads.discard(me)
-            self._exiting = [t for t in self._exiting if t.is_alive()]
-            self._exiting.append(me)
-            last = not self._threads
-        if last and self._all_exited is not None:
+            del job
+        if self._all_exited is not None and not self._threads:
             self._loop.call_soon_threadsafe(self._all_exited.set)
+
+    def _run(self, me: threading.Thread, job: Job) -> None:
+        with self._lock:
+            self._busy[me] = job.fn
+        try:
+            result, error = job.fn(*job.args), None
+        except Exception as exc:  # delivered to the caller, never swallowed
+            result, error = None, exc
+        except BaseException as exc:  # SystemExit in a thread ends nothing but the call
+            result, error = None, RuntimeError(f"{job.fn!r} raised {exc!r} in a worker thread")
+            error.__cause__ = exc
+        with self._lock:
+            del self._busy[me]
+        self._loop.call_soon_threadsafe(job.done, result, error)
+
+    def _leave(self, me: threading.Thread) -> None:
+        """Forget this thread (call with the lock held)."""
+        self._threads.discard(me)
+        self._exiting = [t for t in self._exiting if t.is_alive()]
+        self._exiting.append(me)
+
+
+@final
+class Job:
+    """One call waiting for, or taken by, a thread of the pool."""
+
+    __slots__ = ("args", "cancelled", "done", "fn")
+
+    def __init__(self, fn: Callable[..., object], args: tuple[object, ...], done: Done) -> None:
+        self.fn = fn
+        self.args = args
+        self.done = done
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Skip the call if no thread has taken it yet."""
+        self.cancelled = True

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import anyio
+import anyio.lowlevel
 
 from ._errors import WorkerStopped
 from ._timing import Timer, TimingSummary
@@ -81,6 +82,16 @@ class Runtime:
     threads: ThreadPool
     task_group: TaskGroup
     failed: Callable[[Worker, Exception], None]
+
+
+def stray_cancellation(fn: Callable[..., object], exc: BaseException) -> RuntimeError:
+    """The failure to report when ``fn`` raised a cancellation nobody asked for."""
+    error = RuntimeError(
+        f"{fn!r} raised {type(exc).__name__} although its worker was not being cancelled; "
+        "did it await a task or future that something else cancelled?"
+    )
+    error.__cause__ = exc
+    return error
 
 
 def is_async_callable(fn: Callable[..., object]) -> bool:
@@ -198,11 +209,17 @@ class Worker:
 
     # -- shared machinery -------------------------------------------------------
 
-    async def _call(self, *extra: Any) -> object:
-        """One call of the function: async ones on the loop, sync ones in a thread."""
-        if self._is_async:
-            return await self._fn(*self._args, *extra)
-        return await self._rt.threads.run(self._fn, *self._args, *extra)
+    async def _call(self, *extra: Any) -> tuple[object, Exception | None]:
+        """One call of the function (async on the loop, sync in a thread): result, error."""
+        try:
+            if self._is_async:
+                return await self._fn(*self._args, *extra), None
+            return await self._rt.threads.run(self._fn, *self._args, *extra), None
+        except Exception as error:
+            return None, error
+        except anyio.get_cancelled_exc_class() as exc:
+            await anyio.lowlevel.checkpoint_if_cancelled()  # re-raises if truly cancelled
+            return None, stray_cancellation(self._fn, exc)
 
     def _outcome(self, result: object, error: Exception | None, duration: float) -> bool:
         """Account for one finished run; False when it failed or returned ``False``.
@@ -249,6 +266,7 @@ class Worker:
         if self._state in (WorkerState.RUNNING, WorkerState.STOPPING):
             self._state = WorkerState.FAILED
             self._last_error = error
+            self._on_stop()  # wake whatever waits on it: it takes no more work
             self._rt.failed(self, error)
 
     def _wake_run_waiters(self) -> None:

@@ -34,21 +34,22 @@ class TaskWorker(Worker, metaclass=abc.ABCMeta):
         clock = self._rt.loop.clock
         ending = WorkerState.CANCELLED
         try:
-            while (extra := await self._next()) is not None:
+            while True:
                 # Yield once per run, even when the next item or trigger is already
-                # there: a busy worker must not starve the rest of the loop.
+                # there, so a busy worker cannot starve the loop; and do it before
+                # choosing the run, so a stop() that arrives meanwhile is seen.
                 await anyio.lowlevel.checkpoint()
+                extra = await self._next()
+                if extra is None:
+                    break
                 start = clock()
-                try:
-                    result, error = await self._call(*extra), None
-                except Exception as exc:
-                    result, error = None, exc
+                result, error = await self._call(*extra)
                 if not self._outcome(result, error, clock() - start):
                     break
             ending = WorkerState.STOPPED
         finally:
             self._live_tasks -= 1
-            if self._live_tasks == 0 or self._state is WorkerState.FAILED:
+            if self._live_tasks == 0:  # siblings still running keep the worker alive
                 self._finish(ending)
 
 
@@ -105,7 +106,10 @@ class QueueWorker(TaskWorker):
         """Queue ``item`` from a thread other than the event loop's.
 
         Blocks the calling thread while the queue is full, and raises what
-        ``put()`` raises. On the loop's own thread use ``put``/``put_nowait``.
+        ``put()`` raises. It needs the event loop to run to complete, so never
+        block the loop's thread waiting for the calling thread (``join()`` it
+        with ``await anyio.to_thread.run_sync(thread.join)``). On the loop's
+        own thread use ``put``/``put_nowait``.
         """
         if self._rt.loop.in_loop_thread():
             raise RuntimeError(
@@ -146,13 +150,17 @@ class QueueWorker(TaskWorker):
             return None
 
     def _finish(self, state: WorkerState = WorkerState.STOPPED) -> None:
-        if state is WorkerState.CANCELLED and self._queue and not self._finished:
+        if self._finished:
+            return
+        self._queue.close()  # however it ends, later puts fail instead of waiting forever
+        super()._finish(state)
+        if self._queue:
             logger.warning(
-                "queue worker %r cancelled at shutdown with %d items still queued",
+                "queue worker %r %s with %d items still queued; they were not run",
                 self.name,
+                self._state.value,
                 len(self._queue),
             )
-        super()._finish(state)
 
 
 @final
