@@ -1,0 +1,62 @@
+"""The documentation's code runs: every ```python block, and every docstring example."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import corral
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def _blocks() -> list[pytest.param]:  # type: ignore[valid-type]
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        for match in BLOCK.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            found.append(pytest.param(match.group(1), id=f"{page.name}:{line}"))
+    return found
+
+
+@pytest.mark.parametrize("code", _blocks())
+def test_code_block_runs(code: str, tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, f"example failed:\n{code}\n--- stderr ---\n{done.stderr}"
+
+
+def test_every_page_has_been_checked_for_blocks() -> None:
+    assert (ROOT / "README.md").exists()
+    assert len(PAGES) >= 2
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        m.name
+        for m in pkgutil.iter_modules(corral.__path__, "corral.")
+        if m.name != "corral.__main__"
+    ],
+)
+def test_docstring_examples(module: str) -> None:
+    failures, _ = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert failures == 0
