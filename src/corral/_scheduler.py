@@ -83,7 +83,9 @@ class IntervalWorker(Worker):
         self._started = 0.0
         self._job: Job | None = None
         self._due = self._t0
-        scheduler.schedule(self, self._t0)
+
+    def _launch(self) -> None:
+        self._scheduler.schedule(self, self._t0)
 
     def _skipped(self) -> int:
         return self._skip_count

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self, final, overload
+from typing import Any, Literal, Self, final
 
 import anyio
 import anyio.abc
@@ -17,7 +16,8 @@ from ._errors import HooksFailed, SupervisorNotRunning, WorkerFailed
 from ._eventloop import LoopHandle
 from ._hooks import HookResults, Hooks
 from ._scheduler import IntervalWorker, Scheduler
-from ._specs import ErrorHandler, Fn, W, WorkerKind, WorkerSpec
+from ._specs import W, WorkerSpec
+from ._starting import WorkerStarter
 from ._threads import ThreadPool
 from ._worker import Runtime, Worker, WorkerStatistics
 from ._workers import EventWorker, LoopWorker, QueueWorker
@@ -39,7 +39,7 @@ class SupervisorStatistics:
 
 
 @final
-class Supervisor:
+class Supervisor(WorkerStarter):
     """Owns workers for the length of an ``async with`` block.
 
     >>> async def main() -> None:
@@ -233,22 +233,7 @@ class Supervisor:
         if self._state == "running" and self._body is not None:
             self._body.cancel()
 
-    # -- starting workers --------------------------------------------------------
-
-    def start_worker(self, spec: WorkerSpec[W], /, *args: Any, **overrides: Any) -> W:
-        """Start the worker a spec describes; returns its handle.
-
-        Extra ``args`` are appended to the spec's; ``overrides`` replace its
-        options (for example ``interval=`` or ``name=``).
-        """
-        if not isinstance(spec, WorkerSpec):
-            raise TypeError(
-                f"start_worker() takes a WorkerSpec (made with @corral.interval(), "
-                f"@corral.queue_worker(), ...), got {spec!r}"
-            )
-        if args or overrides:
-            spec = spec.replace(*args, **overrides)
-        return self._start(spec)
+    # -- starting workers (the public ways are in WorkerStarter) ------------------
 
     def _start(self, spec: WorkerSpec[W]) -> W:
         runtime = self._running()
@@ -277,165 +262,10 @@ class Supervisor:
             worker = EventWorker(runtime, *common)
         else:
             worker = LoopWorker(runtime, *common)
+        worker._launch()
         self._workers[name] = worker
         logger.debug("supervisor %r started %s worker %r", self.name, spec.kind, name)
         return worker  # type: ignore[return-value]  # the spec's kind names its handle type
-
-    @overload
-    def every(
-        self,
-        seconds: float,
-        /,
-        *,
-        delay_before: float = 0.0,
-        mode: Literal["rate", "delay"] = "rate",
-        name: str | None = None,
-        on_error: ErrorHandler | None = None,
-    ) -> Callable[[Fn], IntervalWorker]: ...
-    @overload
-    def every(
-        self,
-        seconds: float,
-        fn: Fn,
-        /,
-        *args: Any,
-        delay_before: float = 0.0,
-        mode: Literal["rate", "delay"] = "rate",
-        name: str | None = None,
-        on_error: ErrorHandler | None = None,
-    ) -> IntervalWorker: ...
-    def every(
-        self,
-        seconds: float,
-        fn: Fn | None = None,
-        /,
-        *args: Any,
-        delay_before: float = 0.0,
-        mode: Literal["rate", "delay"] = "rate",
-        name: str | None = None,
-        on_error: ErrorHandler | None = None,
-    ) -> IntervalWorker | Callable[[Fn], IntervalWorker]:
-        """Run ``fn(*args)`` every ``seconds``; returns an :class:`IntervalWorker`.
-
-        ``mode="rate"`` (the default) keeps a fixed rate on absolute deadlines:
-        tick *k* is due at ``t0 + k * seconds`` with ``t0`` = now +
-        ``delay_before``; a tick more than one interval late is skipped and
-        counted, never bunched. ``mode="delay"`` waits ``seconds`` after each
-        run ends. Used bare as ``@sup.every(0.5)`` it decorates a function and
-        returns the worker. The function stops the worker by returning
-        ``False``; ``on_error(exc)`` handles a failure and the worker goes on.
-        """
-        options = {"interval": seconds, "delay_before": delay_before, "mode": mode}
-        return self._start_or_decorate(
-            "interval", fn, args, name, on_error, options, IntervalWorker
-        )
-
-    @overload
-    def queue_worker(
-        self,
-        fn: None = None,
-        /,
-        *,
-        maxsize: int = 0,
-        concurrency: int = 1,
-        priority: bool = False,
-        name: str | None = None,
-        on_error: ErrorHandler | None = None,
-    ) -> Callable[[Fn], QueueWorker]: ...
-    @overload
-    def queue_worker(
-        self,
-        fn: Fn,
-        /,
-        *args: Any,
-        maxsize: int = 0,
-        concurrency: int = 1,
-        priority: bool = False,
-        name: str | None = None,
-        on_error: ErrorHandler | None = None,
-    ) -> QueueWorker: ...
-    def queue_worker(
-        self,
-        fn: Fn | None = None,
-        /,
-        *args: Any,
-        maxsize: int = 0,
-        concurrency: int = 1,
-        priority: bool = False,
-        name: str | None = None,
-        on_error: ErrorHandler | None = None,
-    ) -> QueueWorker | Callable[[Fn], QueueWorker]:
-        """Run ``fn(*args, item)`` for each item put; returns a :class:`QueueWorker`.
-
-        ``await w.put(item)`` waits while ``maxsize`` items are queued (0: no
-        bound); ``w.put_nowait(item)`` raises ``QueueFull`` instead; and
-        ``w.put_threadsafe(item)`` works from any other thread. Up to
-        ``concurrency`` items run at once. With ``priority=True`` items are
-        ``(priority, item)`` and lower priorities run first, FIFO within a level.
-        """
-        options = {"maxsize": maxsize, "concurrency": concurrency, "priority": priority}
-        return self._start_or_decorate("queue", fn, args, name, on_error, options, QueueWorker)
-
-    @overload
-    def event_worker(
-        self, fn: None = None, /, *, name: str | None = None, on_error: ErrorHandler | None = None
-    ) -> Callable[[Fn], EventWorker]: ...
-    @overload
-    def event_worker(
-        self, fn: Fn, /, *args: Any, name: str | None = None, on_error: ErrorHandler | None = None
-    ) -> EventWorker: ...
-    def event_worker(
-        self,
-        fn: Fn | None = None,
-        /,
-        *args: Any,
-        name: str | None = None,
-        on_error: ErrorHandler | None = None,
-    ) -> EventWorker | Callable[[Fn], EventWorker]:
-        """Run ``fn(*args)`` whenever ``w.trigger()`` is called; returns an :class:`EventWorker`.
-
-        ``trigger()`` is safe from any thread. Triggers that arrive while the
-        function runs coalesce into one more run.
-        """
-        return self._start_or_decorate("event", fn, args, name, on_error, {}, EventWorker)
-
-    @overload
-    def loop_worker(
-        self, fn: None = None, /, *, name: str | None = None, on_error: ErrorHandler | None = None
-    ) -> Callable[[Fn], LoopWorker]: ...
-    @overload
-    def loop_worker(
-        self, fn: Fn, /, *args: Any, name: str | None = None, on_error: ErrorHandler | None = None
-    ) -> LoopWorker: ...
-    def loop_worker(
-        self,
-        fn: Fn | None = None,
-        /,
-        *args: Any,
-        name: str | None = None,
-        on_error: ErrorHandler | None = None,
-    ) -> LoopWorker | Callable[[Fn], LoopWorker]:
-        """Run ``fn(*args)`` back to back until stopped; returns a :class:`LoopWorker`."""
-        return self._start_or_decorate("loop", fn, args, name, on_error, {}, LoopWorker)
-
-    def _start_or_decorate(
-        self,
-        kind: WorkerKind,
-        fn: Fn | None,
-        args: tuple[Any, ...],
-        name: str | None,
-        on_error: ErrorHandler | None,
-        options: dict[str, Any],
-        handle: type[W],
-    ) -> W | Callable[[Fn], W]:
-        self._running()  # fail at the call site, not when the decorator is applied
-
-        def start(fn: Fn) -> W:
-            worker = self._start(WorkerSpec[W](kind, fn, args, name, on_error, options))
-            assert isinstance(worker, handle)
-            return worker
-
-        return start if fn is None else start(fn)
 
     # -- introspection -----------------------------------------------------------
 
@@ -465,6 +295,9 @@ class Supervisor:
         )
 
     # -- helpers -----------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        self._running()
 
     def _running(self) -> Runtime:
         if self._state != "running" or self._runtime is None:

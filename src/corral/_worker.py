@@ -4,6 +4,7 @@ supervisor, stop on ``False``)."""
 
 from __future__ import annotations
 
+import abc
 import enum
 import inspect
 import logging
@@ -102,7 +103,7 @@ def is_async_callable(fn: Callable[..., object]) -> bool:
     return inspect.iscoroutinefunction(call)
 
 
-class Worker:
+class Worker(abc.ABC):
     """The handle of one in-process worker, returned by the supervisor.
 
     Not constructed directly: use ``sup.every()``, ``sup.queue_worker()``,
@@ -140,6 +141,10 @@ class Worker:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self._state.value} runs={self._runs}>"
 
+    @abc.abstractmethod
+    def _launch(self) -> None:
+        """Begin running (called by the supervisor once the worker is built)."""
+
     @property
     def state(self) -> WorkerState:
         """The worker's current :class:`WorkerState`."""
@@ -160,7 +165,7 @@ class Worker:
             self._state = WorkerState.STOPPING
             self._on_stop()
 
-    def _on_stop(self) -> None:
+    def _on_stop(self) -> None:  # noqa: B027  (a hook: a loop worker has nothing to wake)
         """Wake whatever the worker waits on so it sees the stop request."""
 
     async def wait_stopped(self) -> None:

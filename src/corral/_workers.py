@@ -18,12 +18,14 @@ from ._worker import Runtime, Worker, WorkerState
 logger = logging.getLogger(__name__)
 
 
-class TaskWorker(Worker, metaclass=abc.ABCMeta):
+class TaskWorker(Worker):
     """A worker whose runs happen in one or more tasks of the supervisor."""
 
-    def _start(self, tasks: int = 1) -> None:
-        self._live_tasks = tasks
-        for _ in range(tasks):
+    concurrency = 1
+
+    def _launch(self) -> None:
+        self._live_tasks = self.concurrency
+        for _ in range(self.concurrency):
             self._rt.task_group.start_soon(self._serve, name=f"corral-worker:{self.name}")
 
     @abc.abstractmethod
@@ -80,7 +82,6 @@ class QueueWorker(TaskWorker):
         self._queue = WorkQueue(name, maxsize, priority)
         self._token = anyio.lowlevel.current_token()
         self.concurrency = concurrency
-        self._start(concurrency)
 
     @property
     def maxsize(self) -> int:
@@ -171,19 +172,12 @@ class EventWorker(TaskWorker):
     """
 
     kind = "event"
+    _triggered = False
+    _wakeup: anyio.Event
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        name: str,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        on_error: Callable[[Exception], object] | None,
-    ) -> None:
-        super().__init__(runtime, name, fn, args, on_error)
-        self._triggered = False
+    def _launch(self) -> None:
         self._wakeup = anyio.Event()
-        self._start()
+        super()._launch()
 
     def trigger(self) -> None:
         """Ask for a run; safe from any thread and returns at once.
@@ -227,17 +221,6 @@ class LoopWorker(TaskWorker):
     """
 
     kind = "loop"
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        name: str,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        on_error: Callable[[Exception], object] | None,
-    ) -> None:
-        super().__init__(runtime, name, fn, args, on_error)
-        self._start()
 
     async def _next(self) -> tuple[Any, ...] | None:
         return () if self._state is WorkerState.RUNNING else None

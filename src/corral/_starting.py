@@ -1,0 +1,200 @@
+"""The ways to start a worker: ``every``, ``queue_worker``, ``event_worker``,
+``loop_worker`` (each also a decorator) and ``start_worker`` for specs.
+
+They only build a checked :class:`WorkerSpec`; the supervisor behind them
+starts it. Kept apart from the supervisor's lifecycle, which is the other
+half of what a supervisor is.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, Literal, overload
+
+from ._scheduler import IntervalWorker
+from ._specs import ErrorHandler, Fn, W, WorkerKind, WorkerSpec
+from ._workers import EventWorker, LoopWorker, QueueWorker
+
+
+class WorkerStarter(abc.ABC):
+    """The worker-starting methods of :class:`~corral.Supervisor`."""
+
+    @abc.abstractmethod
+    def _start(self, spec: WorkerSpec[W]) -> W:
+        """Start the worker ``spec`` describes (the supervisor's half)."""
+
+    @abc.abstractmethod
+    def _check_running(self) -> None:
+        """Raise unless workers can be started now, from this thread."""
+
+    def start_worker(self, spec: WorkerSpec[W], /, *args: Any, **overrides: Any) -> W:
+        """Start the worker a spec describes; returns its handle.
+
+        Extra ``args`` are appended to the spec's; ``overrides`` replace its
+        options (for example ``interval=`` or ``name=``).
+        """
+        if not isinstance(spec, WorkerSpec):
+            raise TypeError(
+                f"start_worker() takes a WorkerSpec (made with @corral.interval(), "
+                f"@corral.queue_worker(), ...), got {spec!r}"
+            )
+        if args or overrides:
+            spec = spec.replace(*args, **overrides)
+        return self._start(spec)
+
+    @overload
+    def every(
+        self,
+        seconds: float,
+        /,
+        *,
+        delay_before: float = 0.0,
+        mode: Literal["rate", "delay"] = "rate",
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> Callable[[Fn], IntervalWorker]: ...
+    @overload
+    def every(
+        self,
+        seconds: float,
+        fn: Fn,
+        /,
+        *args: Any,
+        delay_before: float = 0.0,
+        mode: Literal["rate", "delay"] = "rate",
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> IntervalWorker: ...
+    def every(
+        self,
+        seconds: float,
+        fn: Fn | None = None,
+        /,
+        *args: Any,
+        delay_before: float = 0.0,
+        mode: Literal["rate", "delay"] = "rate",
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> IntervalWorker | Callable[[Fn], IntervalWorker]:
+        """Run ``fn(*args)`` every ``seconds``; returns an :class:`IntervalWorker`.
+
+        ``mode="rate"`` (the default) keeps a fixed rate on absolute deadlines:
+        tick *k* is due at ``t0 + k * seconds`` with ``t0`` = now +
+        ``delay_before``; a tick more than one interval late is skipped and
+        counted, never bunched. ``mode="delay"`` waits ``seconds`` after each
+        run ends. Used bare as ``@sup.every(0.5)`` it decorates a function and
+        returns the worker. The function stops the worker by returning
+        ``False``; ``on_error(exc)`` handles a failure and the worker goes on.
+        """
+        options = {"interval": seconds, "delay_before": delay_before, "mode": mode}
+        return self._start_or_decorate(
+            "interval", fn, args, name, on_error, options, IntervalWorker
+        )
+
+    @overload
+    def queue_worker(
+        self,
+        fn: None = None,
+        /,
+        *,
+        maxsize: int = 0,
+        concurrency: int = 1,
+        priority: bool = False,
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> Callable[[Fn], QueueWorker]: ...
+    @overload
+    def queue_worker(
+        self,
+        fn: Fn,
+        /,
+        *args: Any,
+        maxsize: int = 0,
+        concurrency: int = 1,
+        priority: bool = False,
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> QueueWorker: ...
+    def queue_worker(
+        self,
+        fn: Fn | None = None,
+        /,
+        *args: Any,
+        maxsize: int = 0,
+        concurrency: int = 1,
+        priority: bool = False,
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> QueueWorker | Callable[[Fn], QueueWorker]:
+        """Run ``fn(*args, item)`` for each item put; returns a :class:`QueueWorker`.
+
+        ``await w.put(item)`` waits while ``maxsize`` items are queued (0: no
+        bound); ``w.put_nowait(item)`` raises ``QueueFull`` instead; and
+        ``w.put_threadsafe(item)`` works from any other thread. Up to
+        ``concurrency`` items run at once. With ``priority=True`` items are
+        ``(priority, item)`` and lower priorities run first, FIFO within a level.
+        """
+        options = {"maxsize": maxsize, "concurrency": concurrency, "priority": priority}
+        return self._start_or_decorate("queue", fn, args, name, on_error, options, QueueWorker)
+
+    @overload
+    def event_worker(
+        self, fn: None = None, /, *, name: str | None = None, on_error: ErrorHandler | None = None
+    ) -> Callable[[Fn], EventWorker]: ...
+    @overload
+    def event_worker(
+        self, fn: Fn, /, *args: Any, name: str | None = None, on_error: ErrorHandler | None = None
+    ) -> EventWorker: ...
+    def event_worker(
+        self,
+        fn: Fn | None = None,
+        /,
+        *args: Any,
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> EventWorker | Callable[[Fn], EventWorker]:
+        """Run ``fn(*args)`` whenever ``w.trigger()`` is called; returns an :class:`EventWorker`.
+
+        ``trigger()`` is safe from any thread. Triggers that arrive while the
+        function runs coalesce into one more run.
+        """
+        return self._start_or_decorate("event", fn, args, name, on_error, {}, EventWorker)
+
+    @overload
+    def loop_worker(
+        self, fn: None = None, /, *, name: str | None = None, on_error: ErrorHandler | None = None
+    ) -> Callable[[Fn], LoopWorker]: ...
+    @overload
+    def loop_worker(
+        self, fn: Fn, /, *args: Any, name: str | None = None, on_error: ErrorHandler | None = None
+    ) -> LoopWorker: ...
+    def loop_worker(
+        self,
+        fn: Fn | None = None,
+        /,
+        *args: Any,
+        name: str | None = None,
+        on_error: ErrorHandler | None = None,
+    ) -> LoopWorker | Callable[[Fn], LoopWorker]:
+        """Run ``fn(*args)`` back to back until stopped; returns a :class:`LoopWorker`."""
+        return self._start_or_decorate("loop", fn, args, name, on_error, {}, LoopWorker)
+
+    def _start_or_decorate(
+        self,
+        kind: WorkerKind,
+        fn: Fn | None,
+        args: tuple[Any, ...],
+        name: str | None,
+        on_error: ErrorHandler | None,
+        options: dict[str, Any],
+        handle: type[W],
+    ) -> W | Callable[[Fn], W]:
+        self._check_running()  # fail at the call site, not when the decorator is applied
+
+        def start(fn: Fn) -> W:
+            worker = self._start(WorkerSpec[W](kind, fn, args, name, on_error, options))
+            assert isinstance(worker, handle)
+            return worker
+
+        return start if fn is None else start(fn)
