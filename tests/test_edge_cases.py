@@ -250,3 +250,31 @@ async def test_a_malformed_priority_put_does_not_swallow_a_wakeup() -> None:
             gate.set()
         await worker.wait_runs(3)
     assert got == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("event_first", [True, False], ids=["event-first", "queue-first"])
+async def test_a_draining_queue_may_trigger_an_event_worker_at_shutdown(event_first: bool) -> None:
+    """Whatever the start order, shutdown must not turn the wiring into failures."""
+    redraws = 0
+    handled: list[int] = []
+
+    async def redraw() -> None:
+        nonlocal redraws
+        redraws += 1
+
+    async def handle(item: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        handled.append(item)
+        dashboard.trigger()
+
+    async with corral.Supervisor() as sup:
+        if event_first:
+            dashboard = sup.event_worker(redraw)
+            queue = sup.queue_worker(handle)
+        else:
+            queue = sup.queue_worker(handle)
+            dashboard = sup.event_worker(redraw)
+        for i in range(20):
+            queue.put_nowait(i)
+    assert handled == list(range(20))  # drained in full, no WorkerFailed
+    assert all(w.state is corral.WorkerState.STOPPED for w in sup.workers)

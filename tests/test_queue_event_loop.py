@@ -279,13 +279,16 @@ async def test_trigger_from_another_thread() -> None:
     assert worker.runs == 1
 
 
-async def test_trigger_after_stop_raises() -> None:
+async def test_trigger_after_stop_is_ignored_and_says_so() -> None:
     async with corral.Supervisor() as sup:
         worker = sup.event_worker(lambda: None)
+        assert worker.trigger() is True
+        await worker.wait_runs(1)
         worker.stop()
+        assert worker.trigger() is False  # stopping: no run will come of it
         await worker.wait_stopped()
-        with pytest.raises(corral.WorkerStopped):
-            worker.trigger()
+        assert worker.trigger() is False
+    assert worker.runs == 1
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from collections.abc import Sequence
 
 
@@ -25,4 +27,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from ._demo import run_demo  # noqa: PLC0415  (keeps `corral --help` fast)
 
-    return run_demo(duration=args.duration, fleet=args.fleet, as_json=args.json)
+    try:
+        return run_demo(duration=args.duration, fleet=args.fleet, as_json=args.json)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`corral demo | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -11,7 +11,6 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from ._errors import WorkerStopped
 from ._queue import Closed, WorkQueue
 from ._worker import Runtime, Worker, WorkerState
 
@@ -179,17 +178,21 @@ class EventWorker(TaskWorker):
         self._wakeup = anyio.Event()
         super()._launch()
 
-    def trigger(self) -> None:
-        """Ask for a run; safe from any thread and returns at once.
+    def trigger(self) -> bool:
+        """Ask for a run; safe from any thread, and returns at once.
 
-        Raises :class:`~corral.WorkerStopped` once the worker is stopping.
+        Returns ``True`` when a run is now pending, ``False`` (doing nothing)
+        once the worker is stopping or stopped. A trigger asks for a run *if
+        the worker still runs*, and triggers already coalesce, so a late one
+        (say, from a queue worker draining at shutdown) is not an error.
         """
         if self._state is not WorkerState.RUNNING:
-            raise WorkerStopped(f"event worker {self.name!r} is {self._state.value}")
+            logger.debug("event worker %r is %s; trigger ignored", self.name, self._state.value)
+            return False
         if self._rt.loop.in_loop_thread():
             self._set_triggered()
-        else:
-            self._rt.loop.call_soon_threadsafe(self._set_triggered)
+            return True
+        return self._rt.loop.call_soon_threadsafe(self._set_triggered)
 
     def _set_triggered(self) -> None:
         if self._state is WorkerState.RUNNING:
