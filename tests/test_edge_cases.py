@@ -16,9 +16,9 @@ import corral
 pytestmark = pytest.mark.anyio
 
 
-def asyncio_only() -> None:
+def asyncio_only(reason: str = "a stray CancelledError is an asyncio hazard") -> None:
     if sniffio.current_async_library() != "asyncio":
-        pytest.skip("a stray CancelledError is an asyncio hazard")
+        pytest.skip(reason)
 
 
 @pytest.mark.parametrize(
@@ -278,3 +278,81 @@ async def test_a_draining_queue_may_trigger_an_event_worker_at_shutdown(event_fi
             queue.put_nowait(i)
     assert handled == list(range(20))  # drained in full, no WorkerFailed
     assert all(w.state is corral.WorkerState.STOPPED for w in sup.workers)
+
+
+@pytest.mark.timeout(20)
+async def test_entering_from_an_already_cancelled_scope_does_not_hang() -> None:
+    reached = False
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        async with corral.Supervisor(shutdown_timeout=0.2) as sup:
+            reached = True
+            sup.every(0.01, anyio.lowlevel.checkpoint)
+            await anyio.sleep(5)  # the pending cancellation lands here
+    assert reached
+    assert scope.cancelled_caught
+    assert sup.state == "stopped"
+
+
+@pytest.mark.timeout(20)
+async def test_a_native_asyncio_timeout_during_shutdown_does_not_hang() -> None:
+    asyncio_only("asyncio.timeout cancels natively, past anyio's shields")
+    before = asyncio.all_tasks()
+
+    async def slow() -> None:
+        await anyio.sleep(0.3)  # still running when the body ends
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):  # expires while __aexit__ waits for `slow`
+            async with corral.Supervisor(shutdown_timeout=2) as sup:
+                worker = sup.loop_worker(slow)
+                await worker.wait_runs(0)
+                await anyio.sleep(0.02)
+    assert sup.state == "stopped"
+    assert worker.state in (corral.WorkerState.STOPPED, corral.WorkerState.CANCELLED)
+    assert asyncio.all_tasks() == before
+
+
+@pytest.mark.timeout(20)
+async def test_a_body_group_raising_while_a_worker_fails_still_shuts_down() -> None:
+    threads_before = {t.ident for t in threading.enumerate()}
+
+    async def boom() -> None:
+        await anyio.sleep(0.02)
+        raise ValueError("worker boom")
+
+    async def child() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            raise KeyError("child cleanup failed")
+
+    with pytest.raises(BaseException) as info:  # noqa: PT011  (the group's shape varies by loop)
+        async with corral.Supervisor(shutdown_timeout=0.5) as sup:
+            sup.loop_worker(boom, name="boom")
+            sup.loop_worker(lambda: None, name="sync")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(child)
+                await anyio.sleep_forever()
+    assert "child cleanup failed" in repr(info.value)
+    assert sup.state == "stopped"
+    assert all(w.state is not corral.WorkerState.RUNNING for w in sup.workers)
+    assert {t.ident for t in threading.enumerate()} == threads_before
+
+
+async def test_shutdown_timeout_zero_still_leaves_no_idle_thread() -> None:
+    threads_before = {t.ident for t in threading.enumerate()}
+    async with corral.Supervisor(shutdown_timeout=0) as sup:
+        worker = sup.queue_worker(lambda item: None, concurrency=8)
+        for i in range(32):
+            worker.put_nowait(i)
+        await worker.wait_runs(32)
+    assert {t.ident for t in threading.enumerate()} == threads_before
+
+
+async def test_intervals_beyond_the_timer_range_are_refused() -> None:
+    async with corral.Supervisor() as sup:
+        with pytest.raises(ValueError, match="at most 1e\\+09"):
+            sup.every(1e306, lambda: None)
+        with pytest.raises(ValueError, match="delay_before must be"):
+            sup.every(1, lambda: None, delay_before=1e12)

@@ -64,3 +64,24 @@ async def _gather(pool: ThreadPool, items: range) -> list[int]:
         for i in items:
             tg.start_soon(one, i)
     return results
+
+
+async def test_a_call_still_queued_when_the_pool_closes_is_answered() -> None:
+    pool = ThreadPool(LoopHandle(), max_threads=1, name="t")
+    release = threading.Event()
+    outcome: list[BaseException] = []
+
+    async def queued() -> None:
+        try:
+            await pool.run(lambda: "never runs")
+        except RuntimeError as error:
+            outcome.append(error)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.run, release.wait, 5)  # holds the only thread
+        tg.start_soon(queued)  # waits behind it
+        await anyio.lowlevel.checkpoint()
+        await pool.aclose(timeout=0)  # gives up on the busy thread at once
+        release.set()
+    assert len(outcome) == 1
+    assert "closed before this call could start" in str(outcome[0])

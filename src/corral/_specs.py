@@ -116,12 +116,19 @@ def _check_interval(options: Mapping[str, Any]) -> None:
         )
 
 
+#: Longer than anyone waits (about 31 years), short enough for the timer's arithmetic.
+MAX_SECONDS = 1e9
+
+
 def _check_seconds(what: str, value: object, *, positive: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{what} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+    if not math.isfinite(value) or value < 0 or (positive and value == 0) or value > MAX_SECONDS:
         bound = "greater than 0" if positive else "0 or more"
-        raise ValueError(f"{what} must be a finite number of seconds {bound}, got {value!r}")
+        raise ValueError(
+            f"{what} must be a finite number of seconds {bound} and at most {MAX_SECONDS:.0e}, "
+            f"got {value!r}"
+        )
 
 
 def _check_queue(options: Mapping[str, Any]) -> None:

@@ -115,7 +115,12 @@ class Supervisor(WorkerStarter):
             # Workers live in a task group of their own, shielded from cancellation
             # that comes from outside: leaving the block, however it happens, stops
             # them gracefully first, and cancels them only when that times out.
-            workers: TaskGroup = await outer.start(self._host_workers, name="corral-supervisor")
+            # (Shielded: a caller already cancelled must not abandon the host
+            # mid-start; the body sees that cancellation at its first checkpoint.)
+            with anyio.CancelScope(shield=True):
+                workers: TaskGroup = await outer.start(
+                    self._host_workers, name="corral-supervisor"
+                )
         except BaseException:
             await outer.__aexit__(None, None, None)
             raise
@@ -153,15 +158,20 @@ class Supervisor(WorkerStarter):
         assert self._task_group is not None
         assert self._outer is not None
         assert self._workers_gone is not None
-        body_cancelled_by_us = bool(self._body.__exit__(exc_type, exc, tb))
+        reraise = False
+        try:  # trio raises what is left of a group it filtered
+            body_cancelled_by_us = bool(self._body.__exit__(exc_type, exc, tb))
+        except BaseException as remaining:  # finish the shutdown first, then raise it
+            body_cancelled_by_us, exc, reraise = False, remaining, True
         self._state = "stopping"
         workers = list(self._workers.values())
         try:
             with anyio.CancelScope(shield=True):
                 await self._stop_gracefully(workers)
+        finally:  # also when a native asyncio cancel or Ctrl-C cut the graceful stop short
+            with anyio.CancelScope(shield=True):
                 self._task_group.cancel_scope.cancel()
                 await self._workers_gone.wait()
-        finally:
             for worker in workers:
                 worker._cancelled()  # only those the cancellation caught mid-run
             with anyio.CancelScope(shield=True):
@@ -177,8 +187,13 @@ class Supervisor(WorkerStarter):
                     "supervisor %r: %s", self.name, self._failure, exc_info=self._failure.error
                 )
                 exc.add_note(f"(while leaving the supervisor: {self._failure})")
+                if reraise:
+                    raise exc
                 return False
             raise self._failure from self._failure.error
+        if reraise:
+            assert exc is not None
+            raise exc
         if not hooks.ok and exc is None:
             raise HooksFailed(hooks.errors)
         return body_cancelled_by_us
@@ -197,6 +212,8 @@ class Supervisor(WorkerStarter):
                 await queue.wait_stopped()
             return
         late = [w.name for w in workers if w.state.value in ("running", "stopping")]
+        if not late:  # the last one stopped just as time ran out
+            return
         logger.warning(
             "supervisor %r: %d worker(s) still running %.3gs after the stop request; "
             "cancelling: %s",

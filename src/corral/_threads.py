@@ -131,8 +131,11 @@ class ThreadPool:
             )
         with self._lock:
             exiting, self._exiting = self._exiting, []
+            idle = [t for t in self._threads if t not in self._busy]
         for thread in exiting:
             thread.join()  # each has left its loop; this returns at once
+        for thread in idle:  # even with no time to wait: an idle thread leaves at once
+            thread.join(timeout=1.0)
 
     def _work(self) -> None:
         me = threading.current_thread()
@@ -150,7 +153,12 @@ class ThreadPool:
                 with self._lock:
                     self._leave(me)
                 break
-            if not (job.cancelled or self._closed):
+            if job.cancelled:
+                pass  # its caller has gone: nothing to run, nobody to tell
+            elif self._closed:
+                error = RuntimeError("the thread pool closed before this call could start")
+                self._loop.call_soon_threadsafe(job.done, None, error)
+            else:
                 self._run(me, job)
             with self._lock:
                 if self._backlog:
