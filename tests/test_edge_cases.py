@@ -13,6 +13,8 @@ import trio.testing
 
 import corral
 
+from .conftest import thread_idents
+
 pytestmark = pytest.mark.anyio
 
 
@@ -315,7 +317,7 @@ async def test_a_native_asyncio_timeout_during_shutdown_does_not_hang() -> None:
 
 @pytest.mark.timeout(20)
 async def test_a_body_group_raising_while_a_worker_fails_still_shuts_down() -> None:
-    threads_before = {t.ident for t in threading.enumerate()}
+    threads_before = thread_idents()
 
     async def boom() -> None:
         await anyio.sleep(0.02)
@@ -337,17 +339,17 @@ async def test_a_body_group_raising_while_a_worker_fails_still_shuts_down() -> N
     assert "child cleanup failed" in repr(info.value)
     assert sup.state == "stopped"
     assert all(w.state is not corral.WorkerState.RUNNING for w in sup.workers)
-    assert {t.ident for t in threading.enumerate()} == threads_before
+    assert thread_idents() == threads_before
 
 
 async def test_shutdown_timeout_zero_still_leaves_no_idle_thread() -> None:
-    threads_before = {t.ident for t in threading.enumerate()}
+    threads_before = thread_idents()
     async with corral.Supervisor(shutdown_timeout=0) as sup:
         worker = sup.queue_worker(lambda item: None, concurrency=8)
         for i in range(32):
             worker.put_nowait(i)
         await worker.wait_runs(32)
-    assert {t.ident for t in threading.enumerate()} == threads_before
+    assert thread_idents() == threads_before
 
 
 async def test_intervals_beyond_the_timer_range_are_refused() -> None:

@@ -10,16 +10,18 @@ import pytest
 from corral._eventloop import LoopHandle
 from corral._threads import ThreadPool
 
+from .conftest import thread_idents
+
 pytestmark = pytest.mark.anyio
 
 
 async def test_more_jobs_than_threads_all_run_and_threads_exit_on_close() -> None:
     pool = ThreadPool(LoopHandle(), max_threads=3, name="t")
-    before = set(threading.enumerate())
+    before = thread_idents()
     results = await _gather(pool, range(200))
     assert sorted(results) == [i * i for i in range(200)]
     await pool.aclose(timeout=5)
-    assert set(threading.enumerate()) == before
+    assert thread_idents() == before
 
 
 async def test_idle_threads_leave_and_later_jobs_still_run() -> None:
@@ -79,8 +81,13 @@ async def test_a_call_still_queued_when_the_pool_closes_is_answered() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(pool.run, release.wait, 5)  # holds the only thread
+        with anyio.fail_after(5):
+            while not pool.busy():
+                await anyio.lowlevel.checkpoint()
         tg.start_soon(queued)  # waits behind it
-        await anyio.lowlevel.checkpoint()
+        with anyio.fail_after(5):
+            while not pool._backlog:
+                await anyio.lowlevel.checkpoint()
         await pool.aclose(timeout=0)  # gives up on the busy thread at once
         release.set()
     assert len(outcome) == 1
