@@ -1,7 +1,7 @@
 """Interval workers and the one timer that serves all of them.
 
-A supervisor keeps every interval worker in one heap of due times, served by
-one scheduling task. Due async functions run inline in that task: the
+A supervisor keeps every interval worker on one timer wheel, served by one
+scheduling task. Due async functions run inline in that task: the
 scheduler drives the coroutine's first step itself, so a function that
 finishes without suspending costs no task switch and no timer of its own.
 When a function does suspend, the task that started it carries on as that
@@ -136,21 +136,11 @@ class IntervalWorker(Worker):
     async def _drive(self, coro: Coroutine[Any, Any, Any], step: Any) -> None:
         """Finish a run whose coroutine suspended, in the task that started it."""
         try:
-            result = await _Resumed(coro, step, self._context)
-        except Exception as error:
-            self._done(None, error)
-        except self._rt.loop.cancelled as exc:
-            try:
-                await anyio.lowlevel.checkpoint_if_cancelled()  # re-raises if truly cancelled
-            except BaseException:
-                self._cancelled()  # the supervisor cancelled this run at shutdown
-                raise
-            self._done(None, stray_cancellation(self._fn, exc))
+            result, error = await self._settle(_Resumed, coro, step, self._context)
         except BaseException:
-            self._cancelled()
+            self._cancelled()  # the supervisor cancelled this run at shutdown
             raise
-        else:
-            self._done(result, None)
+        self._done(result, error)
 
     def _cancelled(self) -> None:
         if self._job is not None:
@@ -187,9 +177,9 @@ class Scheduler:
 
     Due times are bucketed into slots of ``1 / SLOTS_PER_SECOND`` seconds
     (rounded to the nearest slot), and a slot is served once the clock reaches
-    it, so a run starts at most half a slot early. Scheduling is a list append; only slot
-    numbers go in a heap, so the cost per tick does not grow with the number
-    of workers.
+    it, so a run starts at most half a slot early. Scheduling is a list
+    append; only slot numbers go in a heap, so the cost per tick does not grow
+    with the number of workers.
     """
 
     def __init__(self, loop: LoopHandle, task_group: TaskGroup) -> None:

@@ -26,12 +26,17 @@ Fn = Callable[..., Any]
 ErrorHandler = Callable[[Exception], object]
 W = TypeVar("W", bound=Worker)
 
-#: The options each kind takes besides ``name`` and ``on_error``.
+#: Each kind's options besides ``name`` and ``on_error``, with their defaults
+#: (``interval`` has none: it must be given). A spec fills in what is missing.
+DEFAULTS: Mapping[WorkerKind, Mapping[str, Any]] = {
+    "interval": {"delay_before": 0.0, "mode": "rate"},
+    "queue": {"maxsize": 0, "concurrency": 1, "priority": False},
+    "event": {},
+    "loop": {},
+}
 KIND_OPTIONS: Mapping[WorkerKind, frozenset[str]] = {
-    "interval": frozenset({"interval", "delay_before", "mode"}),
-    "queue": frozenset({"maxsize", "concurrency", "priority"}),
-    "event": frozenset(),
-    "loop": frozenset(),
+    kind: frozenset(defaults) | ({"interval"} if kind == "interval" else set())
+    for kind, defaults in DEFAULTS.items()
 }
 
 
@@ -61,6 +66,7 @@ class WorkerSpec(Generic[W]):
             check_error_handler(self.on_error)
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise TypeError(f"name must be a non-empty string, got {self.name!r}")
+        object.__setattr__(self, "options", {**DEFAULTS[self.kind], **self.options})
         unknown = set(self.options) - KIND_OPTIONS[self.kind]
         if unknown:
             allowed = ", ".join(sorted(KIND_OPTIONS[self.kind] | {"name", "on_error"}))
@@ -107,8 +113,8 @@ def check_error_handler(fn: object) -> None:
 
 def _check_interval(options: Mapping[str, Any]) -> None:
     _check_seconds("interval", options.get("interval"), positive=True)
-    _check_seconds("delay_before", options.get("delay_before", 0.0), positive=False)
-    mode = options.get("mode", "rate")
+    _check_seconds("delay_before", options["delay_before"], positive=False)
+    mode = options["mode"]
     if mode not in ("rate", "delay"):
         raise ValueError(
             f"mode must be 'rate' (fixed rate, no drift) or 'delay' (pause after each run), "
@@ -133,10 +139,10 @@ def _check_seconds(what: str, value: object, *, positive: bool) -> None:
 
 def _check_queue(options: Mapping[str, Any]) -> None:
     for what, low in (("maxsize", 0), ("concurrency", 1)):
-        value = options.get(what, low)
+        value = options[what]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{what} must be a whole number of at least {low}, got {value!r}")
-    if not isinstance(options.get("priority", False), bool):
+    if not isinstance(options["priority"], bool):
         raise TypeError(f"priority must be True or False, got {options['priority']!r}")
 
 

@@ -257,24 +257,11 @@ class Supervisor(WorkerStarter):
         name = self._unique_name(spec)
         common = (name, spec.fn, spec.args, spec.on_error)
         worker: Worker
-        if spec.kind == "interval":
+        if spec.kind == "interval":  # the spec's options are the handle's keywords
             assert self._scheduler is not None
-            worker = IntervalWorker(
-                runtime,
-                self._scheduler,
-                *common,
-                interval=float(spec.options["interval"]),
-                delay_before=float(spec.options.get("delay_before", 0.0)),
-                mode=spec.options.get("mode", "rate"),
-            )
+            worker = IntervalWorker(runtime, self._scheduler, *common, **spec.options)
         elif spec.kind == "queue":
-            worker = QueueWorker(
-                runtime,
-                *common,
-                maxsize=spec.options.get("maxsize", 0),
-                concurrency=spec.options.get("concurrency", 1),
-                priority=spec.options.get("priority", False),
-            )
+            worker = QueueWorker(runtime, *common, **spec.options)
         elif spec.kind == "event":
             worker = EventWorker(runtime, *common)
         else:

@@ -8,7 +8,7 @@ import abc
 import enum
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, final
 
@@ -216,13 +216,23 @@ class Worker(abc.ABC):
 
     async def _call(self, *extra: Any) -> tuple[object, Exception | None]:
         """One call of the function (async on the loop, sync in a thread): result, error."""
+        if self._is_async:
+            return await self._settle(self._fn, *self._args, *extra)
+        return await self._settle(self._rt.threads.run, self._fn, *self._args, *extra)
+
+    async def _settle(
+        self, start: Callable[..., Awaitable[object]], *args: Any
+    ) -> tuple[object, Exception | None]:
+        """Await ``start(*args)``: its result, or the error that ends the run.
+
+        A cancellation the code raised although nothing is cancelling this task
+        is such an error too; a real cancellation propagates.
+        """
         try:
-            if self._is_async:
-                return await self._fn(*self._args, *extra), None
-            return await self._rt.threads.run(self._fn, *self._args, *extra), None
+            return await start(*args), None
         except Exception as error:
             return None, error
-        except anyio.get_cancelled_exc_class() as exc:
+        except self._rt.loop.cancelled as exc:
             await anyio.lowlevel.checkpoint_if_cancelled()  # re-raises if truly cancelled
             return None, stray_cancellation(self._fn, exc)
 
@@ -232,7 +242,7 @@ class Worker(abc.ABC):
         Whether a pending ``stop()`` ends the worker is for each kind to decide.
         """
         self._runs += 1
-        self.timers.duration.record(duration)
+        self._duration.record(duration)
         if error is None and inspect.iscoroutine(result):
             result.close()
             error = TypeError(
