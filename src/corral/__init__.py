@@ -8,16 +8,31 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from ._errors import CloseRequested as CloseRequested
 from ._errors import CorralError as CorralError
 from ._errors import HooksFailed as HooksFailed
+from ._errors import ProtocolError as ProtocolError
 from ._errors import QueueFull as QueueFull
+from ._errors import RemoteError as RemoteError
+from ._errors import SerializationError as SerializationError
+from ._errors import StartupError as StartupError
 from ._errors import SupervisorNotRunning as SupervisorNotRunning
+from ._errors import WorkerCrashed as WorkerCrashed
 from ._errors import WorkerFailed as WorkerFailed
 from ._errors import WorkerStopped as WorkerStopped
 from ._hooks import HookResults as HookResults
 from ._hooks import Hooks as Hooks
+from ._messenger import Messenger as Messenger
+from ._messenger import Request as Request
+from ._proxy import Proxy as Proxy
+from ._proxy import ProxyStatistics as ProxyStatistics
+from ._proxy import RemoteAttribute as RemoteAttribute
+from ._proxy import open_worker as open_worker
+from ._proxy import spawn as spawn
 from ._run import run as run
 from ._scheduler import IntervalWorker as IntervalWorker
+from ._serving import messenger as messenger
+from ._serving import threaded as threaded
 from ._specs import WorkerSpec as WorkerSpec
 from ._specs import event_worker as event_worker
 from ._specs import interval as interval
@@ -39,6 +54,7 @@ from ._workers import QueueWorker as QueueWorker
 __version__ = "0.1.0"
 
 __all__ = [
+    "CloseRequested",
     "CorralError",
     "EventWorker",
     "HookResults",
@@ -46,14 +62,24 @@ __all__ = [
     "HooksFailed",
     "IntervalWorker",
     "LoopWorker",
+    "Messenger",
+    "ProtocolError",
+    "Proxy",
+    "ProxyStatistics",
     "QueueFull",
     "QueueWorker",
+    "RemoteAttribute",
+    "RemoteError",
+    "Request",
+    "SerializationError",
+    "StartupError",
     "Supervisor",
     "SupervisorNotRunning",
     "SupervisorStatistics",
     "Timer",
     "TimingSummary",
     "Worker",
+    "WorkerCrashed",
     "WorkerFailed",
     "WorkerSpec",
     "WorkerState",
@@ -64,8 +90,12 @@ __all__ = [
     "event_worker",
     "interval",
     "loop_worker",
+    "messenger",
+    "open_worker",
     "queue_worker",
     "run",
+    "spawn",
+    "threaded",
 ]
 
 # Tracebacks and reprs say corral.X, not corral._module.X (as trio does).

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Mapping
+from typing import Any
 
 
 class CorralError(Exception):
@@ -52,3 +54,113 @@ class HooksFailed(CorralError):
         self.errors = dict(errors)
         listed = "; ".join(f"{name}: {type(e).__name__}: {e}" for name, e in self.errors.items())
         super().__init__(f"{len(self.errors)} hook(s) failed: {listed}")
+
+
+class SerializationError(CorralError, TypeError):
+    """A value could not be pickled (or unpickled) to cross a process boundary.
+
+    :attr:`argument` names the argument, when one is to blame. Nothing was
+    sent: the connection is still usable.
+    """
+
+    def __init__(self, message: str, *, argument: str | None = None) -> None:
+        self.argument = argument
+        super().__init__(message)
+
+
+class ProtocolError(CorralError):
+    """The byte stream from the other process is corrupt.
+
+    The connection cannot be trusted after this, so it is closed and its
+    process stopped; calls in flight raise this error.
+    """
+
+
+class StartupError(CorralError):
+    """A child process failed before it was ready (import, unpickling or constructor).
+
+    :attr:`traceback` holds the child's formatted traceback; it is also in the
+    message.
+    """
+
+    def __init__(self, message: str, *, traceback: str = "", exit_code: int | None = None) -> None:
+        self.traceback = traceback
+        self.exit_code = exit_code
+        self.message = message
+        super().__init__(f"{message}\n{traceback}".rstrip() if traceback else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_startup, (self.message, self.traceback, self.exit_code))
+
+
+class WorkerCrashed(CorralError):
+    """The child process died while a call was in flight (or before it could be made).
+
+    :attr:`exit_code` is the process's exit status (negative: killed by a
+    signal, whose name is :attr:`signal_name`); :attr:`stderr` holds the last
+    lines it wrote to stderr.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        exit_code: int | None,
+        *,
+        stderr: str = "",
+        detail: str = "",
+    ) -> None:
+        self.name = name
+        self.exit_code = exit_code
+        self.stderr = stderr
+        self.signal_name: str | None = None
+        if exit_code is not None and exit_code < 0:
+            try:
+                self.signal_name = signal.Signals(-exit_code).name
+            except ValueError:
+                self.signal_name = f"signal {-exit_code}"
+            how = f"was killed by {self.signal_name}"
+        elif exit_code is None:
+            how = "stopped answering (its connection closed)"
+        else:
+            how = f"exited with code {exit_code}"
+        message = f"child process {name!r} {how}"
+        if detail:
+            message += f" {detail}"
+        if stderr:
+            message += f"; the last lines it wrote to stderr:\n{stderr}"
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_crashed, (self.name, self.exit_code, self.stderr, self.args[0]))
+
+
+def _rebuild_startup(message: str, traceback: str, exit_code: int | None) -> StartupError:
+    return StartupError(message, traceback=traceback, exit_code=exit_code)
+
+
+def _rebuild_crashed(name: str, exit_code: int | None, stderr: str, message: str) -> WorkerCrashed:
+    error = WorkerCrashed(name, exit_code, stderr=stderr)
+    error.args = (message,)
+    return error
+
+
+class RemoteError(CorralError):
+    """A child raised an exception that could not be recreated here.
+
+    Usually its class is not importable in this process, or it does not
+    unpickle. :attr:`type_name`, :attr:`message` and :attr:`traceback` (the
+    child's formatted traceback) describe it.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback: str) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+        super().__init__(f"{type_name}: {message}\n\nRemote traceback:\n{traceback}".rstrip())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RemoteError, (self.type_name, self.message, self.traceback))
+
+
+class CloseRequested(CorralError):
+    """The other side asked this side to close (raised from a messenger's receive)."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self, final
+from typing import Any, Literal, Self, TypeVar, final
 
 import anyio
 import anyio.abc
@@ -15,7 +16,9 @@ from anyio.abc import TaskGroup
 from ._errors import HooksFailed, SupervisorNotRunning, WorkerFailed
 from ._eventloop import LoopHandle
 from ._hooks import HookResults, Hooks
+from ._proxy import Proxy, ProxyStatistics
 from ._scheduler import IntervalWorker, Scheduler
+from ._service import RestartPolicy, Service
 from ._specs import W, WorkerSpec
 from ._starting import WorkerStarter
 from ._threads import ThreadPool
@@ -23,6 +26,7 @@ from ._worker import Runtime, Worker, WorkerStatistics
 from ._workers import EventWorker, LoopWorker, QueueWorker
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SupervisorState = Literal["new", "running", "stopping", "stopped"]
 
@@ -36,6 +40,7 @@ class SupervisorStatistics:
     state: SupervisorState
     workers: tuple[WorkerStatistics, ...]
     threads_busy: int
+    children: tuple[ProxyStatistics, ...] = ()
 
 
 @final
@@ -87,6 +92,7 @@ class Supervisor(WorkerStarter):
         """Hooks run when the block exits, after every worker has stopped."""
         self._state: SupervisorState = "new"
         self._workers: dict[str, Worker] = {}
+        self._children: dict[str, Service] = {}
         self._name_counts: dict[str, int] = {}
         self._failure: WorkerFailed | None = None
         self._runtime: Runtime | None = None
@@ -199,10 +205,10 @@ class Supervisor(WorkerStarter):
         return body_cancelled_by_us
 
     async def _stop_gracefully(self, workers: list[Worker]) -> None:
-        """Stop workers that feed queues first, then each queue once drained."""
+        """Stop workers that feed queues first, then each queue once drained, then children."""
         queues = [w for w in workers if isinstance(w, QueueWorker)]
         feeders = [w for w in workers if not isinstance(w, QueueWorker)]
-        with anyio.move_on_after(self.shutdown_timeout):
+        with anyio.move_on_after(self.shutdown_timeout) as scope:
             for worker in feeders:
                 worker.stop()
             for worker in feeders:
@@ -210,6 +216,9 @@ class Supervisor(WorkerStarter):
             for queue in reversed(queues):  # a later stage may feed an earlier one
                 queue.stop()
                 await queue.wait_stopped()
+            async with anyio.create_task_group() as closing:  # children close together
+                for child in self._children.values():
+                    closing.start_soon(child.aclose, max(scope.deadline - anyio.current_time(), 0))
             return
         late = [w.name for w in workers if w.state.value in ("running", "stopping")]
         if not late:  # the last one stopped just as time ran out
@@ -240,21 +249,82 @@ class Supervisor(WorkerStarter):
         return HookResults()
 
     def _worker_failed(self, worker: Worker, error: Exception) -> None:
+        self._failed(worker.name, error)
+
+    def _failed(self, name: str, error: BaseException) -> None:
         if self._failure is None:
-            self._failure = WorkerFailed(worker.name, error)
-            logger.debug("supervisor %r: worker %r failed", self.name, worker.name, exc_info=error)
+            self._failure = WorkerFailed(name, error)
+            logger.debug("supervisor %r: worker %r failed", self.name, name, exc_info=error)
         else:  # the first failure is raised; later ones must not vanish
-            logger.error(
-                "supervisor %r: worker %r also failed", self.name, worker.name, exc_info=error
-            )
+            logger.error("supervisor %r: worker %r also failed", self.name, name, exc_info=error)
         if self._state == "running" and self._body is not None:
             self._body.cancel()
 
     # -- starting workers (the public ways are in WorkerStarter) ------------------
 
+    async def spawn(
+        self,
+        target: Callable[..., T],
+        /,
+        *args: Any,
+        name: str | None = None,
+        cpu: int | tuple[int, ...] | list[int] | None = None,
+        restart: RestartPolicy = "never",
+        max_restarts: int = 3,
+        restart_window: float = 5.0,
+        startup_timeout: float = 30.0,
+        log_level: int | None = None,
+        **kwargs: Any,
+    ) -> Proxy[T]:
+        """Start ``target(*args, **kwargs)`` in a child process; returns a :class:`~corral.Proxy`.
+
+        >>> cam = await sup.spawn(Camera, "/dev/video0", cpu=1, restart="on-failure")
+        >>> await cam.start_capture(fps=30)
+
+        ``target`` is a class (or any callable returning the object to serve),
+        cloudpickled to the child, so classes defined in ``__main__`` work.
+        Returns once the object is constructed; a constructor that raises
+        raises :class:`~corral.StartupError` here, with the child's traceback.
+        ``cpu`` pins the child to a core (or cores) before user code is
+        imported there.
+
+        ``restart``: ``"never"`` (a crash fails the supervisor, as an
+        unhandled worker failure does), ``"on-failure"`` (restart after a
+        crash or non-zero exit) or ``"always"``; more than ``max_restarts``
+        restarts within ``restart_window`` seconds fails the supervisor. Calls
+        in flight when the child dies raise :class:`~corral.WorkerCrashed`;
+        calls made while it restarts wait for the new child. Leaving the block
+        closes the child gracefully (see :meth:`Proxy.aclose`), within
+        ``shutdown_timeout``.
+        """
+        runtime = self._running()
+        name = self._unique_name(name, target)
+        service = Service(
+            "service",
+            target,
+            args,
+            kwargs,
+            name=name,
+            cpu=cpu,
+            restart=restart,
+            max_restarts=max_restarts,
+            restart_window=restart_window,
+            startup_timeout=startup_timeout,
+            log_level=log_level,
+            on_failure=self._failed,
+        )
+        self._children[name] = service
+        try:
+            await runtime.task_group.start(service.run, name=f"corral-child:{name}")
+        except BaseException:
+            del self._children[name]
+            raise
+        logger.debug("supervisor %r spawned %r (pid %s)", self.name, name, service.child)
+        return Proxy(service)
+
     def _start(self, spec: WorkerSpec[W]) -> W:
         runtime = self._running()
-        name = self._unique_name(spec)
+        name = self._unique_name(spec.name, spec.fn)
         common = (name, spec.fn, spec.args, spec.on_error)
         worker: Worker
         if spec.kind == "interval":  # the spec's options are the handle's keywords
@@ -296,6 +366,7 @@ class Supervisor(WorkerStarter):
             state=self._state,
             workers=tuple(w.statistics() for w in self._workers.values()),
             threads_busy=len(runtime.threads.busy()) if runtime is not None else 0,
+            children=tuple(Proxy(child).statistics() for child in self._children.values()),
         )
 
     # -- helpers -----------------------------------------------------------------
@@ -316,18 +387,19 @@ class Supervisor(WorkerStarter):
             )
         return self._runtime
 
-    def _unique_name(self, spec: WorkerSpec[Any]) -> str:
-        if spec.name is not None:
-            if spec.name in self._workers:
+    def _unique_name(self, name: str | None, fn: Any) -> str:
+        taken = self._workers.keys() | self._children.keys()
+        if name is not None:
+            if name in taken:
                 raise ValueError(
-                    f"supervisor {self.name!r} already has a worker named {spec.name!r}; "
+                    f"supervisor {self.name!r} already has a worker named {name!r}; "
                     "pass a different name="
                 )
-            return spec.name
-        base = getattr(spec.fn, "__qualname__", None) or type(spec.fn).__name__
+            return name
+        base = getattr(fn, "__qualname__", None) or type(fn).__name__
         n = self._name_counts.get(base, 0)
         name = base if n == 0 else f"{base}#{n + 1}"
-        while name in self._workers:  # only if a user took a name like "fn#2"
+        while name in taken:  # only if a user took a name like "fn#2"
             n += 1
             name = f"{base}#{n + 1}"
         self._name_counts[base] = n + 1

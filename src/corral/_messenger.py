@@ -1,0 +1,543 @@
+"""The messenger: one end of a conversation with another process.
+
+Channels (any hashable; ``None`` is the default), priorities (lower first,
+FIFO within a level, both when the socket is backed up and in each channel's
+inbox), requests with replies, errors sent across, and close requests. Proxies
+are built on it, and it is usable on its own through :func:`corral.open_worker`.
+
+Every send is a synchronous write (see ``_connection``), so a caller cancelled
+at any point never desynchronises the stream: a cancelled request sends
+``CANCEL`` and forgets its call id, and a late reply for a forgotten id is
+dropped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import pickle
+import traceback
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Hashable
+from typing import Any, Final, final
+
+import anyio
+
+from ._connection import Connection, Future
+from ._errors import CloseRequested, RemoteError, SerializationError
+from ._wire import DEFAULT_MAX_FRAME, Kind, RawFrame, dumps, encode, loads, wrap_large
+
+logger = logging.getLogger(__name__)
+
+STREAM_WINDOW: Final = 64  # stream items in flight before the sender waits for credit
+_CLOSED: Final = object()
+
+
+@final
+class Request:
+    """A request received from the other side; answer it with :meth:`reply` or :meth:`fail`.
+
+    :attr:`value` is what was sent; :attr:`channel` where. Answering twice,
+    or after the requester gave up (:attr:`cancelled`), does nothing.
+    """
+
+    __slots__ = (
+        "_credit",
+        "_credit_slot",
+        "_done",
+        "_messenger",
+        "call_id",
+        "cancelled",
+        "channel",
+        "on_cancel",
+        "value",
+    )
+
+    def __init__(self, messenger: Messenger, call_id: int, channel: Hashable, value: Any) -> None:
+        self._messenger = messenger
+        self.call_id = call_id
+        self.channel = channel
+        self.value = value
+        self.cancelled = False
+        self.on_cancel: Callable[[], object] | None = None
+        """Called when the requester gives up (to stop the work)."""
+        self._done = False
+        self._credit = STREAM_WINDOW
+        self._credit_slot: Future | None = None
+
+    def __repr__(self) -> str:
+        return f"<Request #{self.call_id} on {self.channel!r}>"
+
+    def reply(self, value: Any) -> None:
+        """Send ``value`` back as the answer (a large bytes-like travels out of band).
+
+        A value that will not pickle is answered with a
+        :class:`~corral.SerializationError` instead.
+        """
+        self._answer(Kind.REPLY, wrap_large(value))
+
+    def fail(self, error: BaseException) -> None:
+        """Answer with ``error``: the requester's ``await`` raises it."""
+        self._answer(Kind.FAILURE, failure_payload(error))
+
+    async def send_item(self, value: Any) -> None:
+        """Stream one item of the answer; waits while the requester is behind."""
+        while self._credit <= 0 and not self._done and not self.cancelled:
+            self._credit_slot = self._messenger._connection_or_raise().future()
+            await self._credit_slot
+        if self._done or self.cancelled:
+            return
+        self._credit -= 1
+        self._messenger._send(Kind.STREAM_ITEM, wrap_large(value), self.call_id, self.channel)
+
+    def end_stream(self) -> None:
+        """The streamed answer is complete."""
+        self._answer(Kind.STREAM_END, None)
+
+    def _add_credit(self, n: int) -> None:
+        self._credit += n
+        if self._credit_slot is not None:
+            _resolve(self._credit_slot, None)
+            self._credit_slot = None
+
+    def _cancel(self) -> None:
+        self.cancelled = True
+        self._add_credit(0)
+        if self.on_cancel is not None:
+            self.on_cancel()
+
+    def _answer(self, kind: Kind, payload: Any) -> None:
+        if self._done:
+            return
+        self._done = True
+        messenger = self._messenger
+        messenger._requests_in.pop(self.call_id, None)
+        if self.cancelled or messenger.closed:
+            return
+        try:
+            messenger._send(kind, payload, self.call_id, self.channel)
+        except SerializationError as error:
+            error.add_note("(raised in the other process while sending the answer)")
+            messenger._send(Kind.FAILURE, failure_payload(error), self.call_id, self.channel)
+
+
+class _Inbox:
+    """One channel's received values, lowest priority first, then in arrival order."""
+
+    __slots__ = ("heap", "waiters")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, int, Any]] = []
+        self.waiters: deque[Future] = deque()
+
+    def wake_one(self) -> None:
+        if self.waiters:
+            _resolve(self.waiters.popleft(), None)
+
+
+class _Stream:
+    __slots__ = ("done", "items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: deque[RawFrame] = deque()
+        self.waiter: Future | None = None
+        self.done = False
+
+
+@final
+class Messenger:
+    """One end of a conversation with another process.
+
+    On the host, :func:`corral.open_worker` hands you one; in a child,
+    :func:`corral.messenger` returns the child's. Values cross by pickle
+    (cloudpickle when needed); ``send`` / ``request`` raise
+    :class:`~corral.SerializationError` before anything is sent when a value
+    will not pickle. When the other side goes away, waiting calls raise the
+    reason (:class:`~corral.WorkerCrashed` on the host).
+    """
+
+    def __init__(self, *, name: str, max_frame_size: int = DEFAULT_MAX_FRAME) -> None:
+        self.name = name
+        self.max_frame_size = max_frame_size
+        self._connection: Connection | None = None
+        self._ids = itertools.count(1)
+        self._order = itertools.count()
+        self._pending: dict[int, tuple[Hashable, Future | _Stream]] = {}
+        self._requests_in: dict[int, Request] = {}
+        self._inboxes: dict[Hashable, _Inbox] = {}
+        self._request_inboxes: dict[Hashable, _Inbox] = {}
+        self._handlers: dict[Hashable, Callable[[Any], None]] = {}
+        self._request_handlers: dict[Hashable, Callable[[Request], None]] = {}
+        self._close_requested = False
+        self._error: BaseException | None = None
+        self.on_lost: Callable[[BaseException | None], None] | None = None
+        """Called when the stream ends; it must call :meth:`_fail_all` (default: at once)."""
+
+    def __repr__(self) -> str:
+        state = "closed" if self._error is not None else "open"
+        return f"<Messenger {self.name!r} {state} pending={len(self._pending)}>"
+
+    # -- sending ---------------------------------------------------------------------
+
+    async def send(self, value: Any, *, channel: Hashable = None, priority: int = 0) -> None:
+        """Send ``value`` on ``channel``; waits only while the socket is backed up."""
+        self.send_nowait(value, channel=channel, priority=priority)
+        await self._connection_or_raise().drain()
+
+    def send_nowait(self, value: Any, *, channel: Hashable = None, priority: int = 0) -> None:
+        """Send ``value`` now, never waiting (unsent data is buffered)."""
+        self._send(Kind.MESSAGE, wrap_large(value), 0, channel, priority)
+
+    async def send_error(
+        self, error: BaseException, *, channel: Hashable = None, priority: int = 0
+    ) -> None:
+        """Send an exception: the other side's ``receive(channel)`` raises it."""
+        self._send(Kind.FAILURE, failure_payload(error), 0, channel, priority)
+        await self._connection_or_raise().drain()
+
+    async def request_close(self) -> None:
+        """Ask the other side to close: its receives raise :class:`~corral.CloseRequested`."""
+        self._send(Kind.CLOSE, None, 0, None)
+        await self._connection_or_raise().drain()
+
+    # -- receiving -------------------------------------------------------------------
+
+    async def receive(self, channel: Hashable = None) -> Any:
+        """The next value sent on ``channel`` (lowest priority first).
+
+        Raises an error the other side sent with ``send_error``,
+        :class:`~corral.CloseRequested` once a close was requested and the
+        channel is empty, or the reason the connection ended.
+        """
+        return _unpack(await self._take(self._inboxes, channel))
+
+    def receive_nowait(self, channel: Hashable = None) -> Any:
+        """Like :meth:`receive`, but raises :class:`anyio.WouldBlock` when nothing waits."""
+        inbox = self._inboxes.get(channel)
+        if inbox is not None and inbox.heap:
+            return _unpack(heapq.heappop(inbox.heap)[2])
+        self._raise_if_ended()
+        raise anyio.WouldBlock
+
+    async def messages(self, channel: Hashable = None) -> AsyncIterator[Any]:
+        """Every value sent on ``channel``, until the other side closes or goes away."""
+        while True:
+            try:
+                yield await self.receive(channel)
+            except CloseRequested:
+                return
+
+    async def receive_request(self, channel: Hashable = None) -> Request:
+        """The next request sent on ``channel``; answer it with ``reply`` or ``fail``."""
+        request: Request = await self._take(self._request_inboxes, channel)
+        return request
+
+    # -- request and reply -----------------------------------------------------------
+
+    async def request(self, value: Any, *, channel: Hashable = None, priority: int = 0) -> Any:
+        """Send ``value`` as a request and return the other side's reply.
+
+        If the other side answers with ``fail(error)``, this raises ``error``
+        (with the remote traceback as a note). Cancelling the wait tells the
+        other side, and a late reply is dropped.
+        """
+        call_id = next(self._ids)
+        self._send(Kind.REQUEST, wrap_large(value), call_id, channel, priority)
+        assert self._connection is not None
+        future = self._connection.future()
+        self._pending[call_id] = (channel, future)
+        try:
+            frame: RawFrame = await future
+        finally:
+            if self._pending.pop(call_id, None) is not None:  # no answer came: tell them
+                self._cancel(call_id, channel)
+        return self._result(frame)
+
+    async def request_stream(
+        self, value: Any, *, channel: Hashable = None, priority: int = 0
+    ) -> AsyncIterator[Any]:
+        """Send ``value`` as a request whose answer is a stream of items."""
+        connection = self._connection_or_raise()
+        call_id = next(self._ids)
+        self._send(Kind.REQUEST, wrap_large(value), call_id, channel, priority)
+        stream = _Stream()
+        self._pending[call_id] = (channel, stream)
+        consumed = 0
+        try:
+            while True:
+                while not stream.items:
+                    if stream.done:
+                        return
+                    stream.waiter = connection.future()
+                    await stream.waiter
+                frame = stream.items.popleft()
+                if frame.kind is Kind.STREAM_END:
+                    return
+                item = self._result(frame)
+                consumed += 1
+                if consumed == STREAM_WINDOW // 2:
+                    consumed = 0
+                    self._send(Kind.CREDIT, STREAM_WINDOW // 2, call_id, channel)
+                yield item
+        finally:
+            if self._pending.pop(call_id, None) is not None:
+                self._cancel(call_id, channel)
+
+    def remaining(self, channel: Hashable = None) -> int:
+        """How many requests sent on ``channel`` still await their reply."""
+        return sum(
+            1 for pending_channel, _ in self._pending.values() if pending_channel == channel
+        )
+
+    # -- direct handlers (for the proxy server and log forwarding) -------------------
+
+    def handle_messages(self, channel: Hashable, handler: Callable[[Any], None]) -> None:
+        """Call ``handler(value)`` on the loop for each message on ``channel`` (no inbox)."""
+        self._handlers[channel] = handler
+
+    def handle_requests(self, channel: Hashable, handler: Callable[[Request], None]) -> None:
+        """Call ``handler(request)`` on the loop for each request on ``channel``."""
+        self._request_handlers[channel] = handler
+
+    # -- the connection's side -------------------------------------------------------
+
+    def attach(self, connection: Connection) -> None:
+        """Start using ``connection`` (called once, by whoever opened it)."""
+        self._connection = connection
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended."""
+        return self._error is not None
+
+    def abort(self) -> None:
+        """Close the connection now; waiting calls raise :class:`anyio.BrokenResourceError`."""
+        if self._connection is not None:
+            self._connection.abort()
+
+    def frames_received(self, frames: list[RawFrame]) -> None:
+        for frame in frames:
+            kind = frame.kind
+            if kind is Kind.REPLY or (kind is Kind.FAILURE and frame.call_id):
+                entry = self._pending.pop(frame.call_id, None)
+                if entry is not None:
+                    waiter = entry[1]
+                    if isinstance(waiter, _Stream):
+                        waiter.items.append(frame)
+                        waiter.done = True
+                        _wake(waiter)
+                    else:
+                        _resolve(waiter, frame)
+            elif kind is Kind.REQUEST:
+                self._request_received(frame)
+            elif kind is Kind.MESSAGE or kind is Kind.FAILURE:
+                self._message_received(frame)
+            elif kind is Kind.STREAM_ITEM or kind is Kind.STREAM_END:
+                if kind is Kind.STREAM_END:
+                    entry = self._pending.pop(frame.call_id, None)
+                else:
+                    entry = self._pending.get(frame.call_id)
+                if entry is not None and isinstance(entry[1], _Stream):
+                    entry[1].items.append(frame)
+                    entry[1].done = kind is Kind.STREAM_END
+                    _wake(entry[1])
+            elif kind is Kind.CANCEL:
+                request = self._requests_in.pop(frame.call_id, None)
+                if request is not None:
+                    request._cancel()
+            elif kind is Kind.CREDIT:
+                request = self._requests_in.get(frame.call_id)
+                if request is not None:
+                    request._add_credit(int(loads(frame)))
+            elif kind is Kind.CLOSE:
+                self._close_requested = True
+                self._wake_all(CloseRequested(f"{self.name}: the other side asked to close"))
+
+    def connection_lost(self, error: BaseException | None) -> None:
+        if self.on_lost is not None:
+            self.on_lost(error)
+        else:
+            self._fail_all(
+                anyio.BrokenResourceError(f"{self.name}: the connection ended ({error!r})")
+            )
+
+    def _fail_all(self, error: BaseException) -> None:
+        """End every wait with ``error`` (the connection is gone)."""
+        if self._error is None:
+            self._error = error
+        for _, waiter in list(self._pending.values()):
+            if isinstance(waiter, _Stream):
+                waiter.done = True
+                _wake(waiter, error)
+            else:
+                _resolve(waiter, None, error)
+        for request in list(self._requests_in.values()):
+            request._cancel()
+        self._wake_all(error)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _connection_or_raise(self) -> Connection:
+        self._raise_if_ended()
+        assert self._connection is not None, "messenger used before attach()"
+        return self._connection
+
+    def _raise_if_ended(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _send(
+        self, kind: Kind, value: Any, call_id: int, channel: Hashable, priority: int = 0
+    ) -> None:
+        if self._error is not None:
+            raise self._error
+        connection = self._connection
+        assert connection is not None, "messenger used before attach()"
+        connection.send(
+            encode(
+                kind,
+                value,
+                call_id=call_id,
+                channel=channel,
+                priority=priority,
+                max_frame_size=self.max_frame_size,
+            ),
+            priority,
+        )
+
+    def _cancel(self, call_id: int, channel: Hashable) -> None:
+        if self._error is None and self._connection is not None:
+            self._send(Kind.CANCEL, None, call_id, channel)
+
+    def _result(self, frame: RawFrame) -> Any:
+        try:
+            value = loads(frame)
+        except Exception as error:
+            raise SerializationError(
+                f"{self.name}: a reply would not unpickle here: {type(error).__name__}: {error}"
+            ) from error
+        if frame.kind is Kind.FAILURE:
+            raise rebuild_failure(value)
+        return value
+
+    def _request_received(self, frame: RawFrame) -> None:
+        try:
+            value = loads(frame)
+        except Exception as error:
+            request = Request(self, frame.call_id, frame.channel, None)
+            request.fail(SerializationError(f"the request would not unpickle: {error!r}"))
+            return
+        request = Request(self, frame.call_id, frame.channel, value)
+        handler = self._request_handlers.get(frame.channel)
+        if handler is not None:
+            handler(request)
+            if not request._done:  # answered later: a cancel must find it
+                self._requests_in[frame.call_id] = request
+        else:
+            self._requests_in[frame.call_id] = request
+            self._deliver(self._request_inboxes, frame.channel, frame.priority, request)
+
+    def _message_received(self, frame: RawFrame) -> None:
+        try:
+            value: Any = loads(frame)
+        except Exception as error:
+            value = _Failed(SerializationError(f"a message would not unpickle: {error!r}"))
+        else:
+            if frame.kind is Kind.FAILURE:
+                value = _Failed(rebuild_failure(value))
+        handler = self._handlers.get(frame.channel)
+        if handler is not None:
+            handler(value)
+        else:
+            self._deliver(self._inboxes, frame.channel, frame.priority, value)
+
+    def _deliver(
+        self, inboxes: dict[Hashable, _Inbox], channel: Hashable, priority: int, value: Any
+    ) -> None:
+        inbox = inboxes.get(channel)
+        if inbox is None:
+            inbox = inboxes[channel] = _Inbox()
+        heapq.heappush(inbox.heap, (priority, next(self._order), value))
+        inbox.wake_one()
+
+    async def _take(self, inboxes: dict[Hashable, _Inbox], channel: Hashable) -> Any:
+        inbox = inboxes.get(channel)
+        if inbox is None:
+            inbox = inboxes[channel] = _Inbox()
+        while not inbox.heap:
+            self._raise_if_ended()
+            if self._close_requested:
+                raise CloseRequested(f"{self.name}: the other side asked to close")
+            assert self._connection is not None, "messenger used before attach()"
+            waiter = self._connection.future()
+            inbox.waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in inbox.waiters:
+                    inbox.waiters.remove(waiter)
+                elif inbox.heap:  # woken for a value it will not take: pass it on
+                    inbox.wake_one()
+                raise
+        return heapq.heappop(inbox.heap)[2]
+
+    def _wake_all(self, error: BaseException) -> None:
+        for inboxes in (self._inboxes, self._request_inboxes):
+            for inbox in inboxes.values():
+                while inbox.waiters:  # each re-checks and raises
+                    inbox.wake_one()
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _unpack(value: Any) -> Any:
+    if type(value) is _Failed:
+        raise value.error
+    return value
+
+
+def _wake(stream: _Stream, error: BaseException | None = None) -> None:
+    if stream.waiter is not None:
+        _resolve(stream.waiter, None, error)
+
+
+def _resolve(future: Future, value: Any, error: BaseException | None = None) -> None:
+    if not future.done():
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+
+
+def failure_payload(error: BaseException) -> tuple[bytes | None, str, str, str]:
+    """What crosses the wire for an exception: its pickle if it has one, and its text."""
+    text = "".join(traceback.format_exception(error))
+    name = f"{type(error).__module__}.{type(error).__qualname__}"
+    try:
+        body, buffers = dumps(error)
+        carried = None if buffers else body
+    except Exception:
+        carried = None
+    return (carried, name, str(error), text)
+
+
+def rebuild_failure(payload: Any) -> BaseException:
+    """The exception to raise for a failure payload (see :func:`failure_payload`)."""
+    try:
+        carried, type_name, message, text = payload
+    except (TypeError, ValueError):
+        return RemoteError("unknown", repr(payload), "")
+    try:
+        error = pickle.loads(carried) if carried is not None else None
+    except Exception:
+        error = None
+    if isinstance(error, BaseException):
+        error.add_note(f"Remote traceback:\n{text.rstrip()}")
+        return error
+    return RemoteError(type_name, message, text)

@@ -1,0 +1,377 @@
+"""Awaitable proxies: ``await cam.start_capture(fps=30)``, ``await cam.state``.
+
+A proxy turns attribute access into requests to the child that holds the
+object (see ``_serving`` for the other half). It knows the object's public
+members from the child's ready message, so an async-generator method comes
+back as an async iterator and everything else as an awaitable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, final
+
+import anyio
+
+from ._errors import SerializationError, WorkerStopped
+from ._messenger import Messenger
+from ._service import RestartPolicy, Service, ServiceState
+from ._serving import CALLS, Member, Op
+from ._wire import dumps
+from ._worker import is_async_callable
+
+T = TypeVar("T")
+
+# A proxy's own names; a served member with one of these names is reached
+# with proxy.call(name, ...) / proxy.get_attr(name).
+OWN_NAMES = frozenset(
+    {
+        "aclose",
+        "call",
+        "get_attr",
+        "kill",
+        "messages",
+        "pid",
+        "set_attr",
+        "statistics",
+        "wait_closed",
+    }
+)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ProxyStatistics:
+    """A frozen snapshot of a spawned child and the calls made through its proxy."""
+
+    name: str
+    state: ServiceState
+    pid: int | None
+    calls: int
+    errors: int
+    in_flight: int
+    restarts: int
+    last_exit: int | None
+    rss: int | None
+    cpu_percent: float | None
+
+
+@final
+class RemoteAttribute:
+    """A name on a proxy: call it (``await proxy.m(...)``) or await it (``await proxy.x``)."""
+
+    __slots__ = ("_member", "_name", "_proxy")
+
+    def __init__(self, proxy: Proxy[Any], name: str, member: Member | None) -> None:
+        self._proxy = proxy
+        self._name = name
+        self._member = member
+
+    def __repr__(self) -> str:
+        return f"<remote {self._member or 'attribute'} {self._proxy._service.name}.{self._name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._member is Member.STREAM:
+            return self._proxy._stream(self._name, args, kwargs)
+        return self._proxy._request(Op.CALL, self._name, args, kwargs)
+
+    def __await__(self) -> Any:
+        return self._proxy._request(Op.GET, self._name, (), {}).__await__()
+
+    def nowait(self, *args: Any, **kwargs: Any) -> None:
+        """Call the method without waiting for (or getting) its result.
+
+        Failures are logged in the child (and so forwarded to this process's
+        logging). Raises :class:`~corral.SerializationError` at once if an
+        argument will not pickle.
+        """
+        self._proxy._nowait(self._name, args, kwargs)
+
+
+class Proxy(Generic[T]):
+    """The host's handle on an object living in a child process.
+
+    Every public method of the object is called with ``await
+    proxy.method(...)``; async-generator (and generator) methods are
+    iterated with ``async for x in proxy.method(...)``; attributes and
+    properties are read with ``await proxy.name`` and written with ``await
+    proxy.set_attr(name, value)``. An exception raised in the child is raised
+    here as the same type, with the child's traceback as a note (or as
+    :class:`~corral.RemoteError` when it will not unpickle here).
+
+    When the child dies, calls in flight raise :class:`~corral.WorkerCrashed`;
+    with a restart policy, later calls go to the new child.
+    """
+
+    def __init__(self, service: Service) -> None:
+        object.__setattr__(self, "_service", service)
+        object.__setattr__(self, "_counts", [0, 0, 0])  # calls, errors, in flight
+
+    def __repr__(self) -> str:
+        service: Service = self._service
+        return f"<Proxy {service.name!r} {service.state} pid={self.pid}>"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(
+                f"{type(self).__name__} has no attribute {name!r} (private members of the "
+                "served object are not reachable)"
+            )
+        attribute = RemoteAttribute(self, name, self._service.members.get(name))
+        self.__dict__[name] = attribute  # found directly next time
+        return attribute
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"cannot assign {name!r} on a proxy; use `await proxy.set_attr({name!r}, value)`"
+        )
+
+    # -- the proxy's own API -----------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The current child's process id (None between restarts and after exit)."""
+        child = self._service.child
+        return child.pid if child is not None and child.returncode is None else None
+
+    async def call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call method ``name`` (for a method whose name the proxy itself uses)."""
+        return await self._request(Op.CALL, name, args, kwargs)
+
+    async def get_attr(self, name: str) -> Any:
+        """Read attribute ``name`` (the same as ``await proxy.<name>``)."""
+        return await self._request(Op.GET, name, (), {})
+
+    async def set_attr(self, name: str, value: Any) -> None:
+        """Set attribute ``name`` on the object.
+
+        A property without a setter raises :class:`AttributeError`, as it would in-process.
+        """
+        await self._request(Op.SET, name, (value,), {})
+
+    async def messages(self, channel: Hashable = None) -> AsyncIterator[Any]:
+        """Values the object publishes with ``corral.messenger().send(value, channel=...)``.
+
+        Ends when the child is closed; raises :class:`~corral.WorkerCrashed`
+        if it dies.
+        """
+        messenger = await self._service.connected()
+        while True:
+            try:
+                value = await messenger.receive(channel)
+            except WorkerStopped:
+                return
+            yield value
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Close the child gracefully; kill it if that takes over ``grace`` seconds.
+
+        Calls in flight finish, the object's ``aclose()`` or ``close()`` (if it
+        has one) runs, and the process exits. Later calls raise
+        :class:`~corral.WorkerStopped`.
+        """
+        await self._service.aclose(grace)
+
+    def kill(self) -> None:
+        """Kill the child now, without cleanup and without restart."""
+        self._service.kill()
+
+    async def wait_closed(self) -> None:
+        """Wait until the child has exited for good."""
+        await self._service.wait_closed()
+
+    def statistics(self) -> ProxyStatistics:
+        """Calls, errors and calls in flight through this proxy; the child's RSS and CPU %."""
+        service: Service = self._service
+        child = service.child
+        rss, cpu = child.resources() if child is not None else (None, None)
+        calls, errors, in_flight = self._counts
+        return ProxyStatistics(
+            name=service.name,
+            state=service.state,
+            pid=self.pid,
+            calls=calls,
+            errors=errors,
+            in_flight=in_flight,
+            restarts=service.restarts,
+            last_exit=service.last_exit,
+            rss=rss,
+            cpu_percent=cpu,
+        )
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def _request(
+        self, op: int, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        service: Service = self._service
+        messenger = service.messenger
+        if messenger is None or service.state == "closing":
+            messenger = await service.connected()
+        counts: list[int] = self._counts
+        counts[0] += 1
+        counts[2] += 1
+        try:
+            return await messenger.request((op, name, args, kwargs), channel=CALLS)
+        except SerializationError as error:
+            counts[1] += 1
+            _blame_argument(name, args, kwargs, error)
+            raise
+        except Exception:
+            counts[1] += 1
+            raise
+        finally:
+            counts[2] -= 1
+
+    async def _stream(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        messenger = await self._service.connected()
+        counts: list[int] = self._counts
+        counts[0] += 1
+        counts[2] += 1
+        try:
+            stream = messenger.request_stream((Op.STREAM, name, args, kwargs), channel=CALLS)
+            async with contextlib.aclosing(stream):
+                async for item in stream:
+                    yield item
+        except SerializationError as error:
+            counts[1] += 1
+            _blame_argument(name, args, kwargs, error)
+            raise
+        except Exception:
+            counts[1] += 1
+            raise
+        finally:
+            counts[2] -= 1
+
+    def _nowait(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        messenger = self._service.messenger
+        if messenger is None:
+            raise self._service.stopped_error()
+        try:
+            messenger.send_nowait((Op.CALL, name, args, kwargs), channel=CALLS)
+        except SerializationError as error:
+            _blame_argument(name, args, kwargs, error)
+            raise
+
+
+def _blame_argument(
+    method: str, args: tuple[Any, ...], kwargs: dict[str, Any], error: SerializationError
+) -> None:
+    """Raise a SerializationError naming the argument that will not pickle, if one won't."""
+    labelled: list[tuple[str, Any]] = [(f"argument {i}", a) for i, a in enumerate(args)]
+    labelled += [(f"argument {k}=", v) for k, v in kwargs.items()]
+    for label, value in labelled:
+        try:
+            dumps(value)
+        except SerializationError as culprit:
+            raise SerializationError(
+                f"{method}(): {label} cannot cross to the child: {culprit}",
+                argument=label.removeprefix("argument ").rstrip("="),
+            ) from error
+
+
+def _qualname(target: Any) -> str:
+    return getattr(target, "__qualname__", None) or type(target).__name__
+
+
+@contextlib.asynccontextmanager
+async def spawn(
+    target: Callable[..., T],
+    /,
+    *args: Any,
+    name: str | None = None,
+    cpu: int | tuple[int, ...] | list[int] | None = None,
+    restart: RestartPolicy = "never",
+    max_restarts: int = 3,
+    restart_window: float = 5.0,
+    startup_timeout: float = 30.0,
+    shutdown_timeout: float = 5.0,
+    log_level: int | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[Proxy[T]]:
+    """Run ``target(*args, **kwargs)`` in a child process for the length of the block.
+
+    >>> async with corral.spawn(Camera, "/dev/video0", cpu=1) as cam:
+    ...     await cam.start_capture(fps=30)
+
+    The same as :meth:`Supervisor.spawn <corral.Supervisor.spawn>` without a
+    supervisor: leaving the block closes the child (gracefully, then killed
+    after ``shutdown_timeout``). A child that dies raises
+    :class:`~corral.WorkerCrashed` from the calls it was serving, and from
+    later calls unless ``restart=`` brings it back. The option names above are
+    taken; to pass a constructor argument with one of those names, bind it
+    with :func:`functools.partial`.
+    """
+    service = Service(
+        "service",
+        target,
+        args,
+        kwargs,
+        name=name or _qualname(target),
+        cpu=cpu,
+        restart=restart,
+        max_restarts=max_restarts,
+        restart_window=restart_window,
+        startup_timeout=startup_timeout,
+        log_level=log_level,
+    )
+    async with anyio.create_task_group() as task_group:
+        await task_group.start(service.run, name=f"corral-child:{service.name}")
+        try:
+            yield Proxy(service)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await service.aclose(shutdown_timeout)
+
+
+@contextlib.asynccontextmanager
+async def open_worker(
+    fn: Callable[..., Awaitable[Any]],
+    /,
+    *,
+    name: str | None = None,
+    cpu: int | tuple[int, ...] | list[int] | None = None,
+    startup_timeout: float = 30.0,
+    shutdown_timeout: float = 5.0,
+    log_level: int | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[Messenger]:
+    """Run ``await fn(messenger, **kwargs)`` in a child; the block gets the host's messenger.
+
+    >>> async def doubler(messenger):
+    ...     while True:
+    ...         request = await messenger.receive_request()
+    ...         request.reply(request.value * 2)
+    >>> async with corral.open_worker(doubler) as worker:
+    ...     assert await worker.request(21) == 42
+
+    Leaving the block asks the child to close (its pending ``receive`` raises
+    :class:`~corral.CloseRequested`, which ends ``fn`` quietly if not caught),
+    then kills it after ``shutdown_timeout`` seconds.
+    """
+    if not is_async_callable(fn):
+        raise TypeError(
+            f"open_worker() runs an async function fn(messenger, **kwargs); got {fn!r}"
+        )
+    service = Service(
+        "function",
+        fn,
+        (),
+        kwargs,
+        name=name or _qualname(fn),
+        cpu=cpu,
+        startup_timeout=startup_timeout,
+        log_level=log_level,
+    )
+    async with anyio.create_task_group() as task_group:
+        await task_group.start(service.run, name=f"corral-child:{service.name}")
+        assert service.messenger is not None
+        try:
+            yield service.messenger
+        finally:
+            with anyio.CancelScope(shield=True):
+                await service.aclose(shutdown_timeout)

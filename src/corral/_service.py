@@ -1,0 +1,299 @@
+"""A child process kept running: start, watch, restart by policy, close.
+
+One manager task per spawned child (in the supervisor's task group, or in
+the one ``corral.spawn()`` opens) starts the child, waits for it to exit,
+fails every call still waiting with the reason, and restarts it when the
+policy says so. Proxies and ``open_worker`` sit on top.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Literal, get_args
+
+import anyio
+import anyio.abc
+
+from ._errors import ProtocolError, WorkerCrashed, WorkerStopped
+from ._messenger import Messenger
+from ._serving import Member
+from ._spawn import ChildProcess, check_cpu, launch
+from ._wire import DEFAULT_MAX_FRAME
+
+logger = logging.getLogger(__name__)
+
+RestartPolicy = Literal["never", "on-failure", "always"]
+ServiceState = Literal["starting", "running", "restarting", "closing", "closed", "failed"]
+
+
+def check_options(
+    restart: str, max_restarts: int, restart_window: float, startup_timeout: float
+) -> None:
+    """Reject bad lifetime options with a message that says what to pass."""
+    if restart not in get_args(RestartPolicy):
+        raise ValueError(
+            f"restart= must be one of {', '.join(map(repr, get_args(RestartPolicy)))}, "
+            f"got {restart!r}"
+        )
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+        raise ValueError(f"max_restarts= must be a whole number >= 0, got {max_restarts!r}")
+    for label, value in (("restart_window", restart_window), ("startup_timeout", startup_timeout)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{label}= must be a number of seconds > 0, got {value!r}")
+
+
+class Service:
+    """The host's side of one long-lived child, across its restarts."""
+
+    def __init__(
+        self,
+        kind: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        name: str,
+        cpu: int | tuple[int, ...] | list[int] | None = None,
+        restart: RestartPolicy = "never",
+        max_restarts: int = 3,
+        restart_window: float = 5.0,
+        startup_timeout: float = 30.0,
+        log_level: int | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME,
+        on_failure: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        check_options(restart, max_restarts, restart_window, startup_timeout)
+        if not callable(fn):
+            raise TypeError(
+                f"spawn() takes a class or a callable that builds the object, got {fn!r}"
+            )
+        self.kind = kind
+        self.name = name
+        self.cpu = check_cpu(cpu)
+        self.restart = restart
+        self.max_restarts = max_restarts
+        self.restart_window = float(restart_window)
+        self.startup_timeout = float(startup_timeout)
+        self._target = (fn, args, kwargs)
+        self._log_level = log_level
+        self._max_frame_size = max_frame_size
+        self._on_failure = on_failure
+        self.state: ServiceState = "starting"
+        self.members: dict[str, Member] = {}
+        self.messenger: Messenger | None = None
+        self.child: ChildProcess | None = None
+        self.restarts = 0
+        self.last_exit: int | None = None
+        self.error: BaseException | None = None
+        self._restart_times: deque[float] = deque()
+        self._changed = anyio.Event()
+        self._finished = anyio.Event()
+        self._closing = False
+        self._lost_error: BaseException | None = None
+        self._pause: anyio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        pid = self.child.pid if self.child is not None else None
+        return f"<child {self.name!r} {self.state} pid={pid}>"
+
+    # -- the manager task --------------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Run the child until closed or given up on (a task; ready once started)."""
+        try:
+            await self._run(task_status)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if self.child is not None and self.child.returncode is None:
+                    self.child.kill()
+                    await self.child.wait()
+            if self.messenger is not None:
+                self.messenger._fail_all(self._stopped_error())
+                self.messenger = None
+            if self.state not in ("failed",):
+                self.state = "closed"
+            self._finished.set()
+            self._notify()
+
+    async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+        started = False
+        while True:
+            failure = await self._session(task_status if not started else None)
+            started = True
+            if self._closing:
+                return
+            failed = failure is not None
+            if self.restart == "never" or (self.restart == "on-failure" and not failed):
+                self._give_up(failure, "")
+                return
+            now = time.monotonic()
+            while self._restart_times and now - self._restart_times[0] > self.restart_window:
+                self._restart_times.popleft()
+            if len(self._restart_times) >= self.max_restarts:
+                self._give_up(
+                    failure or WorkerCrashed(self.name, self.last_exit),
+                    f"(restarted {len(self._restart_times)} times within "
+                    f"{self.restart_window:g}s: max_restarts={self.max_restarts} reached)",
+                )
+                return
+            self._restart_times.append(now)
+            self.restarts += 1
+            self.state = "restarting"
+            delay = min(0.01 * 2 ** (len(self._restart_times) - 1), 2.0)
+            logger.warning(
+                "child %r %s; restarting in %.2gs (%d/%d within %gs)",
+                self.name,
+                "crashed" if failed else "exited",
+                delay,
+                len(self._restart_times),
+                self.max_restarts,
+                self.restart_window,
+            )
+            with anyio.CancelScope() as self._pause:
+                await anyio.sleep(delay)
+            if self.closing:  # kill() or aclose() during the pause
+                return
+
+    async def _session(
+        self, task_status: anyio.abc.TaskStatus[None] | None
+    ) -> BaseException | None:
+        """Run one child from start to exit; returns why it failed (None: a clean exit)."""
+        self._lost_error = None
+        async with anyio.create_task_group() as tasks:
+            fn, args, kwargs = self._target
+            try:
+                child, messenger, members = await launch(
+                    self.kind,
+                    fn,
+                    args,
+                    kwargs,
+                    name=self.name,
+                    cpu=self.cpu,
+                    task_group=tasks,
+                    startup_timeout=self.startup_timeout,
+                    log_level=self._log_level,
+                    max_frame_size=self._max_frame_size,
+                )
+            except Exception as error:
+                if task_status is not None:  # the first start: the caller gets the error
+                    self.state = "failed"
+                    raise
+                return error
+            self.child, self.messenger = child, messenger
+            self.members = dict(members or {})
+            messenger.on_lost = functools.partial(self._lost, child)
+            self.state = "closing" if self._closing else "running"
+            self._notify()
+            if task_status is not None:
+                task_status.started()
+            code = await child.wait()
+            await child.wait_stderr(0.1)
+            self.last_exit = code
+            failure: BaseException | None = None
+            lost = self.lost_error
+            if isinstance(lost, ProtocolError):
+                failure = lost
+            elif code != 0:
+                failure = child.crashed()
+            self.messenger = None
+            if failure is not None:
+                messenger._fail_all(failure)
+            else:  # a clean exit: asked for, or the child's own decision
+                messenger._fail_all(self._stopped_error() if self._closing else child.crashed())
+            messenger.abort()
+            self._notify()
+        return failure
+
+    @property
+    def closing(self) -> bool:
+        """True once aclose() or kill() was called."""
+        return self._closing
+
+    @property
+    def lost_error(self) -> BaseException | None:
+        """Why the current child's connection ended (None: end of file, or still open)."""
+        return self._lost_error
+
+    def _lost(self, child: ChildProcess, error: BaseException | None) -> None:
+        """The connection ended: the child cannot be reached, so it must go."""
+        self._lost_error = error
+        if isinstance(error, ProtocolError):
+            logger.error("child %r: %s; killing it", self.name, error)
+        child.kill()
+
+    def _give_up(self, failure: BaseException | None, detail: str) -> None:
+        if failure is None:
+            self.state = "closed"
+            return
+        if detail:
+            failure.add_note(detail)
+        self.state = "failed"
+        self.error = failure
+        logger.error("child %r failed and will not be restarted: %s", self.name, failure)
+        if self._on_failure is not None:
+            self._on_failure(self.name, failure)
+
+    # -- for proxies and owners ----------------------------------------------------------
+
+    async def connected(self) -> Messenger:
+        """The current child's messenger, waiting through a restart."""
+        while True:
+            if self._closing:
+                raise self._stopped_error()
+            if self.messenger is not None:
+                return self.messenger
+            if self._finished.is_set():
+                raise self.error or self._stopped_error()
+            changed = self._changed
+            await changed.wait()
+
+    def stopped_error(self) -> BaseException:
+        """What a call made now raises when the child is not there to take it."""
+        return self.error if self.state == "failed" and self.error else self._stopped_error()
+
+    def _stopped_error(self) -> WorkerStopped:
+        return WorkerStopped(f"child {self.name!r} is {self.state}; it takes no more calls")
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Ask the child to close; kill it if it has not exited within ``grace`` seconds."""
+        if not self._closing:
+            self._closing = True
+            if self._pause is not None:
+                self._pause.cancel()
+            if self.state == "running":
+                self.state = "closing"
+            messenger = self.messenger
+            if messenger is not None and not messenger.closed:
+                try:
+                    await messenger.request_close()
+                except Exception:  # already gone: the manager sees the exit
+                    logger.debug("child %r: close request not sent", self.name, exc_info=True)
+        with anyio.move_on_after(grace if math.isfinite(grace) else None):
+            await self._finished.wait()
+            return
+        logger.warning(
+            "child %r did not exit within %gs of the close request; killing it", self.name, grace
+        )
+        self.kill()
+        await self._finished.wait()
+
+    def kill(self) -> None:
+        """Kill the child now (no restart; calls in flight raise WorkerCrashed)."""
+        self._closing = True
+        if self._pause is not None:
+            self._pause.cancel()
+        if self.child is not None:
+            self.child.kill()
+
+    async def wait_closed(self) -> None:
+        """Wait until the child has exited for good (closed, killed or given up on)."""
+        await self._finished.wait()

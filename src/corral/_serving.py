@@ -1,0 +1,287 @@
+"""The child's half of a proxy: serving an object's methods and attributes.
+
+Each request on the calls channel is ``(op, name, args, kwargs)``: a plain
+tuple, because it is pickled on every call and a tuple costs least. Sync
+methods run inline, in arrival order, straight from the read callback (no
+task hop); async methods and streams run as tasks, concurrently; methods
+marked :func:`corral.threaded` run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import anyio
+import anyio.abc
+
+from ._errors import WorkerStopped
+from ._messenger import Messenger, Request
+
+logger = logging.getLogger(__name__)
+
+CALLS: Final = "__corral_calls__"
+F = TypeVar("F", bound=Callable[..., Any])
+_THREADED: Final = "__corral_threaded__"
+
+
+class Op:
+    """What a proxy asks of the object behind it (plain ints: cheapest to pickle)."""
+
+    CALL: Final = 0
+    STREAM: Final = 1
+    GET: Final = 2
+    SET: Final = 3
+
+
+class Member(enum.StrEnum):
+    """How the host should treat a name of the served object."""
+
+    SYNC = "sync"
+    ASYNC = "async"
+    STREAM = "stream"
+    THREAD = "thread"
+    PROPERTY = "property"
+    ATTRIBUTE = "attribute"
+
+
+_current: Messenger | None = None
+
+
+def messenger() -> Messenger:
+    """The messenger connecting this child process to its host.
+
+    For a spawned object to publish to the host (read there with
+    ``async for msg in proxy.messages(channel)``) and for a function started
+    with :func:`corral.open_worker`. Raises :class:`RuntimeError` outside a
+    corral child.
+    """
+    if _current is None:
+        raise RuntimeError(
+            "corral.messenger() is only available inside a child started by corral "
+            "(spawn(), open_worker())"
+        )
+    return _current
+
+
+def set_current(channel: Messenger) -> None:
+    """Make ``channel`` what :func:`messenger` returns (once, in a child)."""
+    global _current  # noqa: PLW0603  (one per process, set once)
+    _current = channel
+
+
+def threaded(fn: F) -> F:
+    """Mark a sync method of a spawned object to run in a worker thread.
+
+    Unmarked sync methods run one at a time on the child's main thread, in
+    the order calls arrive; a marked one runs beside them, so a slow blocking
+    call does not hold up the others.
+    """
+    setattr(fn, _THREADED, True)
+    return fn
+
+
+def describe(cls: type[Any]) -> dict[str, Member]:
+    """The public members of ``cls``, by how a proxy reaches them."""
+    members: dict[str, Member] = {}
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        attribute = inspect.getattr_static(cls, name)
+        if isinstance(attribute, property):
+            members[name] = Member.PROPERTY
+            continue
+        if isinstance(attribute, staticmethod | classmethod):
+            attribute = attribute.__func__
+        if not callable(attribute):
+            members[name] = Member.ATTRIBUTE
+        elif inspect.isasyncgenfunction(attribute) or inspect.isgeneratorfunction(attribute):
+            members[name] = Member.STREAM
+        elif inspect.iscoroutinefunction(attribute):
+            members[name] = Member.ASYNC
+        elif getattr(attribute, _THREADED, False):
+            members[name] = Member.THREAD
+        else:
+            members[name] = Member.SYNC
+    return members
+
+
+class Server:
+    """Serves ``obj`` to the host over ``messenger`` until asked to close."""
+
+    def __init__(self, obj: Any, messenger: Messenger, task_group: anyio.abc.TaskGroup) -> None:
+        self.obj = obj
+        self.members = describe(type(obj))
+        self._messenger = messenger
+        self._task_group = task_group
+        self._active = 0
+        self._idle = anyio.Event()
+        self._closing = False
+        messenger.handle_requests(CALLS, self._request)
+        messenger.handle_messages(CALLS, self._fire_and_forget)
+
+    async def serve(self) -> None:
+        """Serve until the host asks to close, then finish calls in flight and close."""
+        with contextlib.suppress(Exception):  # CloseRequested, or the host went away
+            await self._messenger.receive("__corral_control__")
+        self._closing = True
+        if self._active:
+            await self._idle.wait()
+        await _close_object(self.obj)
+
+    # -- dispatch --------------------------------------------------------------------
+
+    def _request(self, request: Request) -> None:
+        if self._closing:
+            request.fail(WorkerStopped(f"{self._messenger.name} is closing"))
+            return
+        try:
+            op, name, args, kwargs = request.value
+            if op == Op.CALL:
+                self._call(request, name, args, kwargs)
+            elif op == Op.STREAM:
+                self._start(self._stream, request, self._method(name), args, kwargs)
+            elif op == Op.GET:
+                request.reply(self._get(name))
+            elif op == Op.SET:
+                setattr(self.obj, name, args[0])
+                request.reply(None)
+            else:
+                raise ValueError(f"unknown proxy operation {op!r}")
+        except Exception as error:
+            request.fail(error)
+
+    def _call(self, request: Request, name: str, args: Any, kwargs: Any) -> None:
+        method = self._method(name)
+        kind = self.members.get(name)
+        if kind is Member.ASYNC:
+            self._start(self._await, request, method, args, kwargs)
+        elif kind is Member.THREAD:
+            self._start(self._in_thread, request, method, args, kwargs)
+        else:
+            result = method(*args, **kwargs)
+            if inspect.isawaitable(result):
+                self._start(self._await, request, lambda: result, (), {})
+            else:
+                request.reply(result)
+
+    def _fire_and_forget(self, value: Any) -> None:
+        """``proxy.method.nowait(...)``: run it; log, never send, what it raises."""
+        request = _Unanswered(self._messenger, value)
+        self._request(request)  # type: ignore[arg-type]  # answers go to the log
+
+    def _method(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(
+                f"{type(self.obj).__qualname__!r}: private attribute {name!r} is not served"
+            )
+        method: Callable[..., Any] = getattr(self.obj, name)  # AttributeError names the class
+        if not callable(method):
+            raise TypeError(
+                f"{type(self.obj).__qualname__}.{name} is not callable; read it with "
+                f"`await proxy.{name}`"
+            )
+        return method
+
+    def _get(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(
+                f"{type(self.obj).__qualname__!r}: private attribute {name!r} is not served"
+            )
+        value = getattr(self.obj, name)
+        if inspect.ismethod(value) and value.__self__ is self.obj:
+            raise TypeError(
+                f"{type(self.obj).__qualname__}.{name} is a method; call it: "
+                f"`await proxy.{name}(...)`"
+            )
+        return value
+
+    # -- tasks -----------------------------------------------------------------------
+
+    def _start(self, runner: Callable[..., Any], request: Request, *args: Any) -> None:
+        self._active += 1
+        self._task_group.start_soon(self._track, runner, request, *args)
+
+    async def _track(self, runner: Callable[..., Any], request: Request, *args: Any) -> None:
+        try:
+            with anyio.CancelScope() as scope:
+                request.on_cancel = scope.cancel
+                await runner(request, *args)
+        except Exception as error:
+            request.fail(error)
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+                self._idle = anyio.Event()
+
+    @staticmethod
+    async def _await(request: Request, method: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        request.reply(await method(*args, **kwargs))
+
+    @staticmethod
+    async def _in_thread(
+        request: Request, method: Callable[..., Any], args: Any, kwargs: Any
+    ) -> None:
+        request.reply(await anyio.to_thread.run_sync(lambda: method(*args, **kwargs)))
+
+    @staticmethod
+    async def _stream(
+        request: Request, method: Callable[..., Any], args: Any, kwargs: Any
+    ) -> None:
+        produced = method(*args, **kwargs)
+        if hasattr(produced, "__aiter__"):
+            try:
+                async for item in produced:
+                    await request.send_item(item)
+                    if request.cancelled:
+                        break
+            finally:
+                await produced.aclose()
+        else:
+            for item in produced:
+                await request.send_item(item)
+                if request.cancelled:
+                    produced.close()
+                    break
+        request.end_stream()
+
+
+class _Unanswered:
+    """Stands in for a request nobody waits for: failures are logged instead."""
+
+    def __init__(self, messenger: Messenger, value: Any) -> None:
+        self.value = value
+        self.cancelled = False
+        self.on_cancel: Callable[[], object] | None = None
+        self._name = messenger.name
+
+    def reply(self, value: Any) -> None:
+        pass
+
+    def fail(self, error: BaseException) -> None:
+        logger.error("%s: a nowait() call failed", self._name, exc_info=error)
+
+    async def send_item(self, value: Any) -> None:
+        pass
+
+    def end_stream(self) -> None:
+        pass
+
+
+async def _close_object(obj: Any) -> None:
+    """Call the served object's ``aclose()`` or ``close()``, if it has one."""
+    for name in ("aclose", "close"):
+        method = getattr(obj, name, None)
+        if callable(method):
+            try:
+                result = method()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("%s.%s() raised while closing", type(obj).__qualname__, name)
+            return

@@ -1,0 +1,289 @@
+"""Starting, watching and reaping child processes (the host's half).
+
+A child is ``python -m corral._child FD`` with one end of a socketpair
+inherited as ``FD``. The first frame it reads is a :class:`Boot` record: plain
+data it can read before any user code is imported (so it pins itself first),
+plus the cloudpickled target, unpickled after that. Its reply to the boot
+request says it is ready (or carries the startup traceback).
+
+Its stderr comes through a pipe: the host copies it to its own ``sys.stderr``
+and keeps the last lines, so a crash can say what the child last wrote. Its
+stdout is inherited. Its exit is seen through a pidfd, on any loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, final
+
+import anyio
+import anyio.abc
+import psutil
+
+from ._connection import open_connection
+from ._errors import RemoteError, StartupError, WorkerCrashed
+from ._logs import LOGS, relog
+from ._messenger import Messenger
+from ._wire import DEFAULT_MAX_FRAME, dumps_inband
+
+logger = logging.getLogger(__name__)
+
+BOOT_CHANNEL: Final = "__corral_boot__"
+STDERR_LINES: Final = 20
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Boot:
+    """What a child needs before it imports user code."""
+
+    name: str
+    cpu: tuple[int, ...] | None
+    sys_path: tuple[str, ...]
+    log_level: int
+    parent_pid: int
+    max_frame_size: int
+    kind: str  # "service" (an object behind a proxy) or "function" (open_worker)
+    target: bytes  # pickled (fn, args, kwargs); unpickled after pinning
+
+
+def check_cpu(cpu: int | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
+    """Validate ``cpu=`` (one core or several) against the cores this host may use."""
+    if cpu is None:
+        return None
+    cores = (cpu,) if isinstance(cpu, int) and not isinstance(cpu, bool) else cpu
+    if not isinstance(cores, tuple | list) or not cores:
+        raise TypeError(f"cpu= takes a core number or a sequence of them, got {cpu!r}")
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    for core in cores:
+        if isinstance(core, bool) or not isinstance(core, int):
+            raise TypeError(f"cpu= takes core numbers (int), got {core!r}")
+        if allowed is not None and core not in allowed:
+            raise ValueError(
+                f"cpu={core} is not a core this process may run on; choose from {allowed}"
+            )
+    return tuple(cores)
+
+
+@final
+class ChildProcess:
+    """A running child on the host's side: its pid, its exit, its stderr."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], name: str, stderr_fd: int) -> None:
+        self.name = name
+        self.popen = popen
+        self.pid = popen.pid
+        self.started = time.monotonic()
+        self._stderr_fd = stderr_fd
+        self._tail: deque[str] = deque(maxlen=STDERR_LINES)
+        self._partial = b""
+        self._exited = anyio.Event()
+        self._stderr_done = anyio.Event()
+        self._psutil: psutil.Process | None = None
+
+    def __repr__(self) -> str:
+        return f"<ChildProcess {self.name!r} pid={self.pid} returncode={self.returncode}>"
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once reaped (negative: the signal that killed it)."""
+        return self.popen.returncode
+
+    def stderr_tail(self) -> str:
+        """The last lines the child wrote to stderr."""
+        lines = list(self._tail)
+        if self._partial:
+            lines.append(self._partial.decode(errors="replace"))
+        return "\n".join(lines)
+
+    def kill(self) -> None:
+        """SIGKILL the child (does nothing once it has been reaped)."""
+        if self.popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGKILL)
+
+    async def wait(self) -> int:
+        """Wait for the child to exit; returns its exit status."""
+        await self._exited.wait()
+        code = self.popen.returncode
+        assert code is not None
+        return code
+
+    async def wait_stderr(self, grace: float) -> None:
+        """Wait (briefly) for the child's stderr to reach end of file."""
+        with anyio.move_on_after(grace):
+            await self._stderr_done.wait()
+
+    def crashed(self, detail: str = "") -> WorkerCrashed:
+        """The error that pending calls raise now that the child is gone."""
+        return WorkerCrashed(self.name, self.returncode, stderr=self.stderr_tail(), detail=detail)
+
+    def resources(self) -> tuple[int | None, float | None]:
+        """(RSS in bytes, CPU % since the last call) or (None, None) once gone."""
+        if self.popen.returncode is not None:
+            return None, None
+        try:
+            if self._psutil is None:
+                self._psutil = psutil.Process(self.pid)
+                self._psutil.cpu_percent(None)
+            return self._psutil.memory_info().rss, self._psutil.cpu_percent(None)
+        except psutil.Error:
+            return None, None
+
+    async def watch(self) -> None:
+        """Reap the child when it exits (run as a task for the child's lifetime)."""
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel): a thread waits
+            await anyio.to_thread.run_sync(self.popen.wait, abandon_on_cancel=True)
+        else:
+            try:
+                await anyio.wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
+            self.popen.wait()
+        self._exited.set()
+
+    async def pump_stderr(self) -> None:
+        """Copy the child's stderr to ours, keeping the last lines (a task)."""
+        fd = self._stderr_fd
+        os.set_blocking(fd, False)
+        try:
+            while True:
+                await anyio.wait_readable(fd)
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    return
+                self._keep(data)
+                _write_stderr(data)
+        finally:
+            os.close(fd)
+            self._stderr_done.set()
+
+    def _keep(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        self._tail.extend(line.decode(errors="replace") for line in lines)
+        if len(self._partial) > 4096:
+            self._tail.append(self._partial.decode(errors="replace"))
+            self._partial = b""
+
+
+def _write_stderr(data: bytes) -> None:
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(data.decode(errors="replace"))
+        stream.flush()
+    except (OSError, ValueError):  # closed or gone: the tail still keeps it
+        pass
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # the child must import corral before it learns the host's sys.path
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [package_root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+async def launch(
+    kind: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    name: str,
+    cpu: tuple[int, ...] | None,
+    task_group: anyio.abc.TaskGroup,
+    startup_timeout: float,
+    log_level: int | None = None,
+    max_frame_size: int = DEFAULT_MAX_FRAME,
+) -> tuple[ChildProcess, Messenger, Any]:
+    """Start a child running ``fn`` and wait until it is ready.
+
+    Returns the child, the host's messenger to it and what the child sent
+    back when ready. Raises :class:`~corral.StartupError` (the child is gone
+    by then) when it fails to start, and :class:`~corral.SerializationError`
+    when ``fn`` or its arguments will not pickle.
+    """
+    target = dumps_inband((fn, args, kwargs))
+    if log_level is None:
+        log_level = logging.getLogger().getEffectiveLevel()
+    boot = Boot(name, cpu, tuple(sys.path), log_level, os.getpid(), max_frame_size, kind, target)
+    host_sock, child_sock = socket.socketpair()
+    stderr_read, stderr_write = os.pipe()
+    try:
+        popen = subprocess.Popen(  # noqa: ASYNC220  (fork+exec takes ~1 ms; no thread hop)
+            [sys.executable, "-m", "corral._child", str(child_sock.fileno())],
+            pass_fds=(child_sock.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stderr=stderr_write,
+            env=_child_env(),
+        )
+    except BaseException:
+        host_sock.close()
+        os.close(stderr_read)
+        raise
+    finally:
+        child_sock.close()
+        os.close(stderr_write)
+    child = ChildProcess(popen, name, stderr_read)
+    logger.debug("started child %r (pid %d)", name, child.pid)
+    task_group.start_soon(child.watch, name=f"corral-watch:{name}")
+    task_group.start_soon(child.pump_stderr, name=f"corral-stderr:{name}")
+    messenger = Messenger(name=name, max_frame_size=max_frame_size)
+    messenger.handle_messages(LOGS, functools.partial(relog, name))
+    try:
+        messenger.attach(
+            await open_connection(host_sock, messenger, task_group, max_frame_size=max_frame_size)
+        )
+        with anyio.fail_after(startup_timeout):
+            ready = await _boot(messenger, child, boot)
+    except BaseException as error:
+        child.kill()
+        messenger.abort()
+        with anyio.CancelScope(shield=True):
+            await child.wait()
+            await child.wait_stderr(0.5)
+        if isinstance(error, TimeoutError):
+            raise StartupError(
+                f"child {name!r} was not ready within {startup_timeout:g}s; it was killed. "
+                "Raise startup_timeout= if its constructor is slow",
+                traceback=child.stderr_tail(),
+                exit_code=child.returncode,
+            ) from None
+        if isinstance(error, WorkerCrashed | anyio.BrokenResourceError):
+            raise StartupError(
+                f"child {name!r} exited during startup (exit status {child.returncode}); "
+                "the last lines it wrote to stderr follow",
+                traceback=child.stderr_tail(),
+                exit_code=child.returncode,
+            ) from None
+        raise
+    return child, messenger, ready
+
+
+async def _boot(messenger: Messenger, child: ChildProcess, boot: Boot) -> Any:
+    try:
+        return await messenger.request(boot, channel=BOOT_CHANNEL)
+    except (StartupError, RemoteError) as error:
+        if isinstance(error, RemoteError):
+            error = StartupError(f"{error.type_name}: {error.message}", traceback=error.traceback)
+        error.exit_code = await child.wait()
+        raise error from None

@@ -1,0 +1,457 @@
+"""Framing and the codec: bytes in, frames out, and back. Pure: no I/O here.
+
+A frame on the wire::
+
+    u32  length of everything after this field
+    u8   kind            (Kind)
+    u8   nbuf            number of out-of-band buffers
+    i16  priority        lower goes first
+    u64  call id         0 when the frame answers nothing
+    u16  channel length  0 for the default channel (None)
+    u64 x nbuf          each out-of-band buffer's length
+    ...  channel         pickled, when not None
+    ...  body            pickle protocol 5
+    ...  buffers         raw bytes, one after another
+
+The body is pickled with the C pickler; cloudpickle steps in only for what
+that cannot carry faithfully (lambdas, closures, anything from ``__main__``),
+which keeps a small call at ~0.4 µs instead of ~2.8 µs. A large top-level
+``bytes``/``bytearray``/``memoryview`` travels as an out-of-band buffer: it is
+written from where it lies and read straight into its own buffer.
+"""
+
+from __future__ import annotations
+
+import enum
+import pickle
+import struct
+from collections.abc import Hashable, Sequence
+from typing import Any, Final
+
+import cloudpickle
+
+from ._errors import ProtocolError, SerializationError
+
+HEADER: Final = struct.Struct("<IBBhQH")
+_BUFLEN: Final = struct.Struct("<Q")
+_FIXED: Final = HEADER.size - 4  # header bytes counted in the length field
+DEFAULT_MAX_FRAME: Final = 1 << 30  # 1 GiB
+OOB_THRESHOLD: Final = 64 * 1024  # smaller payloads are cheaper in-band
+_MAX_BUFFERS: Final = 255
+_PROTOCOL: Final = 5
+
+
+class Kind(enum.IntEnum):
+    """What a frame is; the messenger dispatches on it."""
+
+    MESSAGE = 1  # a value on a channel
+    REQUEST = 2  # a value that wants a reply (call id set)
+    REPLY = 3  # the answer to a request
+    FAILURE = 4  # an exception: the answer to a request, or sent on a channel
+    STREAM_ITEM = 5  # one item of a streamed answer
+    STREAM_END = 6  # the streamed answer is complete
+    CANCEL = 7  # the requester gave up on a call id
+    CLOSE = 8  # please close (raises CloseRequested on the other side)
+    LOG = 9  # a logging record from the child
+    CREDIT = 10  # the requester consumed stream items; the sender may send more
+
+
+_KINDS: Final = {int(k): k for k in Kind}
+
+
+class RawFrame:
+    """A decoded frame whose body is still pickled (see :func:`loads`)."""
+
+    __slots__ = ("body", "buffers", "call_id", "channel", "kind", "priority")
+
+    def __init__(
+        self,
+        kind: Kind,
+        call_id: int,
+        channel: Hashable,
+        priority: int,
+        body: bytes | bytearray,
+        buffers: tuple[bytearray, ...] = (),
+    ) -> None:
+        self.kind = kind
+        self.call_id = call_id
+        self.channel = channel
+        self.priority = priority
+        self.body = body
+        self.buffers = buffers
+
+    def __repr__(self) -> str:
+        return (
+            f"<RawFrame {self.kind.name} id={self.call_id} channel={self.channel!r} "
+            f"priority={self.priority} {len(self.body)}+{len(self.buffers)} bytes/buffers>"
+        )
+
+
+# -- the codec ----------------------------------------------------------------------
+
+
+def _rebuild_bytes(buffer: Any) -> bytes:
+    return bytes(buffer)
+
+
+def _rebuild_bytearray(buffer: Any) -> bytearray:
+    return buffer if isinstance(buffer, bytearray) else bytearray(buffer)
+
+
+def _rebuild_memoryview(buffer: Any) -> memoryview:
+    return memoryview(buffer)
+
+
+_REBUILD: Final = {
+    bytes: _rebuild_bytes,
+    bytearray: _rebuild_bytearray,
+    memoryview: _rebuild_memoryview,
+}
+
+
+class _OutOfBand:
+    """Wraps a large binary payload so it pickles as an out-of-band buffer."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return _REBUILD[type(self.data)], (pickle.PickleBuffer(self.data),)
+
+
+def wrap_large(value: Any) -> Any:
+    """Mark ``value`` for out-of-band transfer when it is a large binary payload."""
+    if type(value) in _REBUILD and len(value) >= OOB_THRESHOLD:
+        if type(value) is memoryview and not value.c_contiguous:
+            return value
+        return _OutOfBand(value)
+    return value
+
+
+def dumps(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """Pickle ``obj``; returns the body and its out-of-band buffers.
+
+    Raises :class:`~corral.SerializationError` when neither pickle nor
+    cloudpickle can carry it.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        body = pickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
+        # pickle writes a reference to __main__ (or a local object) that the other
+        # process cannot resolve; cloudpickle sends those by value instead.
+        if b"__main__" not in body:
+            return body, buffers
+    except (pickle.PicklingError, TypeError, AttributeError):
+        pass
+    buffers.clear()
+    try:
+        body = cloudpickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
+    except Exception as error:
+        raise SerializationError(
+            f"cannot pickle {_describe(obj)}: {type(error).__name__}: {error}. "
+            "Send plain data (numbers, strings, containers, dataclasses) or make the "
+            "object picklable (define __reduce__ or __getstate__)"
+        ) from error
+    return body, buffers
+
+
+def dumps_inband(obj: Any) -> bytes:
+    """Pickle ``obj`` into one ``bytes`` (no out-of-band buffers)."""
+    body, buffers = dumps(obj)
+    if not buffers:
+        return body
+    result: bytes = cloudpickle.dumps(obj, _PROTOCOL)
+    return result
+
+
+def loads(frame: RawFrame) -> Any:
+    """Unpickle a frame's body; raises what unpickling raised."""
+    return pickle.loads(frame.body, buffers=frame.buffers)
+
+
+def _describe(obj: Any) -> str:
+    text = repr(obj)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_channel_bytes: dict[Hashable, bytes] = {}
+_channel_values: dict[bytes, Hashable] = {}
+_CHANNEL_CACHE: Final = 1024
+
+
+def _encode_channel(channel: Hashable) -> bytes:
+    if channel is None:
+        return b""
+    try:
+        return _channel_bytes[channel]
+    except (KeyError, TypeError):
+        pass
+    body, buffers = dumps(channel)
+    if buffers or len(body) > 0xFFFF:
+        raise SerializationError(f"channel {_describe(channel)} is too large; use a short name")
+    if len(_channel_bytes) < _CHANNEL_CACHE:
+        _channel_bytes[channel] = body
+    return body
+
+
+def _decode_channel(raw: bytes) -> Hashable:
+    if not raw:
+        return None
+    try:
+        return _channel_values[raw]
+    except KeyError:
+        pass
+    try:
+        value: Hashable = pickle.loads(raw)
+        hash(value)
+    except Exception as error:
+        raise ProtocolError(f"a frame names a channel that will not unpickle: {error!r}") from None
+    if len(_channel_values) < _CHANNEL_CACHE:
+        _channel_values[raw] = value
+    return value
+
+
+def encode(
+    kind: Kind,
+    obj: Any = None,
+    *,
+    call_id: int = 0,
+    channel: Hashable = None,
+    priority: int = 0,
+    max_frame_size: int = DEFAULT_MAX_FRAME,
+) -> list[bytes | memoryview]:
+    """Encode one frame; returns the pieces to write, in order (no joining copy).
+
+    Raises :class:`~corral.SerializationError` when ``obj`` will not pickle
+    or the frame would exceed ``max_frame_size``.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    try:  # the hot path, inlined: most frames are small and plain
+        body = pickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
+        if b"__main__" in body:
+            body, buffers = dumps(obj)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        body, buffers = dumps(obj)
+    if channel is None:
+        raw_channel = b""
+    else:
+        raw_channel = _channel_bytes.get(channel) or _encode_channel(channel)
+    if not buffers:
+        length = _FIXED + len(raw_channel) + len(body)
+        if length <= max_frame_size and -0x8000 <= priority <= 0x7FFF:
+            head = HEADER.pack(length, kind, 0, priority, call_id, len(raw_channel))
+            return [head + raw_channel + body]
+    return _frame_pieces(kind, body, buffers, call_id, raw_channel, priority, max_frame_size)
+
+
+def _frame_pieces(
+    kind: Kind,
+    body: bytes,
+    buffers: Sequence[pickle.PickleBuffer],
+    call_id: int,
+    raw_channel: bytes,
+    priority: int,
+    max_frame_size: int,
+) -> list[bytes | memoryview]:
+    if not -0x8000 <= priority <= 0x7FFF:
+        raise ValueError(f"priority must be between -32768 and 32767, got {priority}")
+    if len(buffers) > _MAX_BUFFERS:
+        raise SerializationError(
+            f"{len(buffers)} out-of-band buffers in one frame; at most {_MAX_BUFFERS}"
+        )
+    views = [buffer.raw() for buffer in buffers]
+    lengths = [view.nbytes for view in views]
+    length = _FIXED + 8 * len(views) + len(raw_channel) + len(body) + sum(lengths)
+    if length > max_frame_size:
+        raise SerializationError(
+            f"a frame of {length:,} bytes exceeds the maximum frame size of "
+            f"{max_frame_size:,} bytes; send the data in parts, or raise max_frame_size="
+        )
+    head = HEADER.pack(length, kind, len(views), priority, call_id, len(raw_channel))
+    if lengths:
+        head += b"".join(_BUFLEN.pack(n) for n in lengths)
+    pieces: list[bytes | memoryview] = [head + raw_channel + body]
+    pieces.extend(views)
+    return pieces
+
+
+# -- the decoder --------------------------------------------------------------------
+
+
+class FrameDecoder:
+    """Turns a byte stream into :class:`RawFrame` objects, incrementally.
+
+    Fed the way ``asyncio.BufferedProtocol`` is: :meth:`get_buffer` gives a
+    writable view, :meth:`buffer_updated` says how much was written and returns
+    the frames completed. An out-of-band buffer is read into its own
+    ``bytearray`` directly. Malformed input raises :class:`~corral.ProtocolError`
+    (and the decoder stays broken: the stream cannot be trusted after that).
+    """
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME, chunk: int = 256 * 1024) -> None:
+        self.max_frame_size = max_frame_size
+        self._chunk = chunk
+        self._buf = bytearray(chunk)
+        self._start = 0
+        self._end = 0
+        self._broken: ProtocolError | None = None
+        # the frame being read
+        self._head: tuple[Kind, int, int, int, int, int] | None = None
+        self._lengths: list[int] = []
+        self._oob: list[bytearray] = []
+        self._oob_filled = 0
+        self._pending: tuple[bytes, bytes] | None = None  # channel, body
+
+    def feed(self, data: bytes) -> list[RawFrame]:
+        """Feed bytes (copies them in); returns the frames completed."""
+        frames: list[RawFrame] = []
+        view = memoryview(data)
+        while view:
+            target = self.get_buffer(len(view))
+            n = min(len(target), len(view))
+            target[:n] = view[:n]
+            del target
+            frames.extend(self.buffer_updated(n))
+            view = view[n:]
+        return frames
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """A writable view to receive into; valid until :meth:`buffer_updated`."""
+        if self._broken is not None:
+            raise self._broken
+        if self._pending is not None and self._start == self._end:
+            current = self._oob[len(self._oob) - 1]
+            return memoryview(current)[self._oob_filled :]
+        if self._start == self._end:
+            self._start = self._end = 0
+            if len(self._buf) > 4 * self._chunk:  # give back what one huge frame took
+                self._buf = bytearray(self._chunk)
+        elif len(self._buf) - self._end < 4096:
+            self._compact(len(self._buf))
+        return memoryview(self._buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> list[RawFrame]:
+        """``nbytes`` were written into the last view; returns completed frames."""
+        if self._pending is not None and self._start == self._end:
+            self._oob_filled += nbytes
+        else:
+            self._end += nbytes
+        frames: list[RawFrame] = []
+        try:
+            while (frame := self._next()) is not None:
+                frames.append(frame)
+        except ProtocolError as error:
+            self._broken = error
+            raise
+        return frames
+
+    @property
+    def idle(self) -> bool:
+        """True between frames (no partial frame held)."""
+        return self._head is None and self._start == self._end
+
+    def _compact(self, capacity: int) -> None:
+        pending = self._end - self._start
+        if capacity > len(self._buf):
+            grown = bytearray(capacity)  # never resize: a view may still be out
+            grown[:pending] = self._buf[self._start : self._end]
+            self._buf = grown
+        else:
+            self._buf[:pending] = self._buf[self._start : self._end]
+        self._start, self._end = 0, pending
+
+    def _take(self, n: int) -> memoryview | None:
+        if self._end - self._start < n:
+            if n > len(self._buf) - self._start:
+                self._compact(max(n, len(self._buf)))
+            return None
+        view = memoryview(self._buf)[self._start : self._start + n]
+        self._start += n
+        return view
+
+    def _next(self) -> RawFrame | None:
+        start = self._start
+        if self._head is None and self._end - start >= HEADER.size:
+            # the common case, a whole small frame in the buffer: no state kept
+            length, kind, nbuf, priority, call_id, channel_len = HEADER.unpack_from(
+                self._buf, start
+            )
+            end = start + 4 + length
+            if (
+                not nbuf
+                and end <= self._end
+                and kind in _KINDS
+                and _FIXED <= length <= self.max_frame_size
+            ):
+                body_at = start + HEADER.size + channel_len
+                if body_at > end:
+                    raise ProtocolError("a frame's lengths do not add up: the stream is corrupt")
+                channel = (
+                    _decode_channel(bytes(self._buf[start + HEADER.size : body_at]))
+                    if channel_len
+                    else None
+                )
+                self._start = end
+                return RawFrame(_KINDS[kind], call_id, channel, priority, self._buf[body_at:end])
+        if self._head is None:
+            view = self._take(HEADER.size)
+            if view is None:
+                return None
+            length, kind, nbuf, priority, call_id, channel_len = HEADER.unpack(view)
+            if kind not in _KINDS:
+                raise ProtocolError(f"unknown frame kind {kind}: the stream is corrupt")
+            if length > self.max_frame_size:
+                raise ProtocolError(
+                    f"a frame of {length:,} bytes exceeds the maximum frame size of "
+                    f"{self.max_frame_size:,} bytes"
+                )
+            if length < _FIXED:
+                raise ProtocolError(f"a frame length of {length} is too short to be a frame")
+            self._head = (_KINDS[kind], nbuf, priority, call_id, channel_len, length)
+            self._lengths = []
+        kind, nbuf, priority, call_id, channel_len, length = self._head
+        if nbuf and not self._lengths:
+            view = self._take(8 * nbuf)
+            if view is None:
+                return None
+            self._lengths = [n for (n,) in _BUFLEN.iter_unpack(view)]
+        if self._pending is None:
+            inline = length - _FIXED - 8 * nbuf - sum(self._lengths)
+            if inline < channel_len:
+                raise ProtocolError("a frame's lengths do not add up: the stream is corrupt")
+            view = self._take(inline)
+            if view is None:
+                return None
+            self._pending = (bytes(view[:channel_len]), bytes(view[channel_len:]))
+            self._oob = []
+        if not self._fill_buffers():
+            return None
+        raw_channel, body = self._pending
+        buffers = tuple(self._oob)
+        self._head, self._pending, self._oob, self._oob_filled = None, None, [], 0
+        return RawFrame(kind, call_id, _decode_channel(raw_channel), priority, body, buffers)
+
+    def _fill_buffers(self) -> bool:
+        """Fill out-of-band buffers from what is buffered; False while one is short."""
+        while True:
+            if self._oob and self._oob_filled < len(self._oob[-1]):
+                current = self._oob[-1]
+                n = min(len(current) - self._oob_filled, self._end - self._start)
+                if n:
+                    end = self._oob_filled + n
+                    current[self._oob_filled : end] = self._buf[self._start : self._start + n]
+                    self._start += n
+                    self._oob_filled = end
+                if self._oob_filled < len(current):
+                    return False
+            if len(self._oob) == len(self._lengths):
+                return True
+            self._oob.append(bytearray(self._lengths[len(self._oob)]))
+            self._oob_filled = 0
+
+
+def iter_frames(data: bytes, max_frame_size: int = DEFAULT_MAX_FRAME) -> list[RawFrame]:
+    """Decode every complete frame in ``data`` (for tests and tools)."""
+    return FrameDecoder(max_frame_size).feed(data)
