@@ -13,13 +13,14 @@ dropped.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
 import pickle
 import traceback
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Final, final
 
 import anyio
@@ -136,13 +137,78 @@ class _Inbox:
             _resolve(self.waiters.popleft(), None)
 
 
-class _Stream:
-    __slots__ = ("done", "items", "waiter")
+class _StreamState:
+    """What arrives for a streamed answer (held by the messenger while it is pending)."""
+
+    __slots__ = ("done", "error", "items", "waiter")
 
     def __init__(self) -> None:
         self.items: deque[RawFrame] = deque()
         self.waiter: Future | None = None
         self.done = False
+        self.error: BaseException | None = None
+
+
+@final
+class ReplyStream:
+    """The answer to :meth:`Messenger.request_stream`: an async iterator of items."""
+
+    __slots__ = ("_consumed", "_messenger", "_state", "call_id", "channel")
+
+    def __init__(self, messenger: Messenger, call_id: int, channel: Hashable) -> None:
+        self._messenger = messenger
+        self._state = _StreamState()
+        self._consumed = 0
+        self.call_id = call_id
+        self.channel = channel
+
+    def __aiter__(self) -> ReplyStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        messenger = self._messenger
+        state = self._state
+        while not state.items:
+            if state.done:
+                self._finish()
+                if state.error is not None:
+                    raise state.error
+                raise StopAsyncIteration
+            state.waiter = messenger._connection_or_raise().future()
+            try:
+                await state.waiter
+            except BaseException:
+                self._finish()
+                raise
+        frame = state.items.popleft()
+        if frame.kind is Kind.STREAM_END:
+            self._finish()
+            raise StopAsyncIteration
+        try:
+            item = messenger._result(frame)
+        except BaseException:
+            self._finish()
+            raise
+        self._consumed += 1
+        if self._consumed == STREAM_WINDOW // 2:
+            self._consumed = 0
+            messenger._send(Kind.CREDIT, STREAM_WINDOW // 2, self.call_id, self.channel)
+        return item
+
+    async def aclose(self) -> None:
+        """Stop the stream; the other side is told to stop producing."""
+        self._finish()
+
+    def _finish(self) -> None:
+        self._state.done = True
+        self._state.items.clear()
+        if self._messenger._pending.pop(self.call_id, None) is not None:
+            self._messenger._cancel(self.call_id, self.channel)
+
+    def __del__(self) -> None:
+        if not self._state.done:  # abandoned without aclose(): tell the other side
+            with contextlib.suppress(Exception):
+                self._finish()
 
 
 @final
@@ -163,7 +229,7 @@ class Messenger:
         self._connection: Connection | None = None
         self._ids = itertools.count(1)
         self._order = itertools.count()
-        self._pending: dict[int, tuple[Hashable, Future | _Stream]] = {}
+        self._pending: dict[int, tuple[Hashable, Future | _StreamState]] = {}
         self._requests_in: dict[int, Request] = {}
         self._inboxes: dict[Hashable, _Inbox] = {}
         self._request_inboxes: dict[Hashable, _Inbox] = {}
@@ -220,13 +286,12 @@ class Messenger:
         self._raise_if_ended()
         raise anyio.WouldBlock
 
-    async def messages(self, channel: Hashable = None) -> AsyncIterator[Any]:
-        """Every value sent on ``channel``, until the other side closes or goes away."""
-        while True:
-            try:
-                yield await self.receive(channel)
-            except CloseRequested:
-                return
+    def messages(self, channel: Hashable = None) -> AsyncIterator[Any]:
+        """Every value sent on ``channel``, until the other side asks to close.
+
+        Raises what :meth:`receive` raises otherwise (the connection's end).
+        """
+        return Messages(self.receive, channel, CloseRequested)
 
     async def receive_request(self, channel: Hashable = None) -> Request:
         """The next request sent on ``channel``; answer it with ``reply`` or ``fail``."""
@@ -254,35 +319,20 @@ class Messenger:
                 self._cancel(call_id, channel)
         return self._result(frame)
 
-    async def request_stream(
+    def request_stream(
         self, value: Any, *, channel: Hashable = None, priority: int = 0
-    ) -> AsyncIterator[Any]:
-        """Send ``value`` as a request whose answer is a stream of items."""
-        connection = self._connection_or_raise()
+    ) -> ReplyStream:
+        """Send ``value`` as a request whose answer is a stream of items.
+
+        Returns an async iterator; the request is sent now (so a value that
+        will not pickle raises here). Leaving the iteration early, or calling
+        ``aclose()``, tells the other side to stop.
+        """
         call_id = next(self._ids)
         self._send(Kind.REQUEST, wrap_large(value), call_id, channel, priority)
-        stream = _Stream()
-        self._pending[call_id] = (channel, stream)
-        consumed = 0
-        try:
-            while True:
-                while not stream.items:
-                    if stream.done:
-                        return
-                    stream.waiter = connection.future()
-                    await stream.waiter
-                frame = stream.items.popleft()
-                if frame.kind is Kind.STREAM_END:
-                    return
-                item = self._result(frame)
-                consumed += 1
-                if consumed == STREAM_WINDOW // 2:
-                    consumed = 0
-                    self._send(Kind.CREDIT, STREAM_WINDOW // 2, call_id, channel)
-                yield item
-        finally:
-            if self._pending.pop(call_id, None) is not None:
-                self._cancel(call_id, channel)
+        stream = ReplyStream(self, call_id, channel)
+        self._pending[call_id] = (channel, stream._state)
+        return stream
 
     def remaining(self, channel: Hashable = None) -> int:
         """How many requests sent on ``channel`` still await their reply."""
@@ -323,7 +373,7 @@ class Messenger:
                 entry = self._pending.pop(frame.call_id, None)
                 if entry is not None:
                     waiter = entry[1]
-                    if isinstance(waiter, _Stream):
+                    if isinstance(waiter, _StreamState):
                         waiter.items.append(frame)
                         waiter.done = True
                         _wake(waiter)
@@ -338,7 +388,7 @@ class Messenger:
                     entry = self._pending.pop(frame.call_id, None)
                 else:
                     entry = self._pending.get(frame.call_id)
-                if entry is not None and isinstance(entry[1], _Stream):
+                if entry is not None and isinstance(entry[1], _StreamState):
                     entry[1].items.append(frame)
                     entry[1].done = kind is Kind.STREAM_END
                     _wake(entry[1])
@@ -367,8 +417,9 @@ class Messenger:
         if self._error is None:
             self._error = error
         for _, waiter in list(self._pending.values()):
-            if isinstance(waiter, _Stream):
+            if isinstance(waiter, _StreamState):
                 waiter.done = True
+                waiter.error = error
                 _wake(waiter, error)
             else:
                 _resolve(waiter, None, error)
@@ -489,6 +540,31 @@ class Messenger:
                     inbox.wake_one()
 
 
+class Messages:
+    """``async for value in ...``: calls ``receive(channel)`` until it raises ``end``."""
+
+    __slots__ = ("_channel", "_end", "_receive")
+
+    def __init__(
+        self,
+        receive: Callable[[Hashable], Awaitable[Any]],
+        channel: Hashable,
+        end: type[BaseException],
+    ) -> None:
+        self._receive = receive
+        self._channel = channel
+        self._end = end
+
+    def __aiter__(self) -> Messages:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._receive(self._channel)
+        except self._end:
+            raise StopAsyncIteration from None
+
+
 class _Failed:
     __slots__ = ("error",)
 
@@ -502,7 +578,7 @@ def _unpack(value: Any) -> Any:
     return value
 
 
-def _wake(stream: _Stream, error: BaseException | None = None) -> None:
+def _wake(stream: _StreamState, error: BaseException | None = None) -> None:
     if stream.waiter is not None:
         _resolve(stream.waiter, None, error)
 

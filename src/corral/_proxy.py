@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar, final
 import anyio
 
 from ._errors import SerializationError, WorkerStopped
-from ._messenger import Messenger
+from ._messenger import Messages, Messenger, ReplyStream
 from ._service import RestartPolicy, Service, ServiceState
 from ._serving import CALLS, Member, Op
 from ._wire import dumps
@@ -74,7 +74,7 @@ class RemoteAttribute:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._member is Member.STREAM:
-            return self._proxy._stream(self._name, args, kwargs)
+            return _ProxyStream(self._proxy, self._name, args, kwargs)
         return self._proxy._request(Op.CALL, self._name, args, kwargs)
 
     def __await__(self) -> Any:
@@ -107,7 +107,7 @@ class Proxy(Generic[T]):
 
     def __init__(self, service: Service) -> None:
         object.__setattr__(self, "_service", service)
-        object.__setattr__(self, "_counts", [0, 0, 0])  # calls, errors, in flight
+        object.__setattr__(self, "_counts", service.counts)
 
     def __repr__(self) -> str:
         service: Service = self._service
@@ -151,19 +151,17 @@ class Proxy(Generic[T]):
         """
         await self._request(Op.SET, name, (value,), {})
 
-    async def messages(self, channel: Hashable = None) -> AsyncIterator[Any]:
+    def messages(self, channel: Hashable = None) -> AsyncIterator[Any]:
         """Values the object publishes with ``corral.messenger().send(value, channel=...)``.
 
         Ends when the child is closed; raises :class:`~corral.WorkerCrashed`
         if it dies.
         """
+        return Messages(self._receive, channel, WorkerStopped)
+
+    async def _receive(self, channel: Hashable) -> Any:
         messenger = await self._service.connected()
-        while True:
-            try:
-                value = await messenger.receive(channel)
-            except WorkerStopped:
-                return
-            yield value
+        return await messenger.receive(channel)
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Close the child gracefully; kill it if that takes over ``grace`` seconds.
@@ -225,28 +223,6 @@ class Proxy(Generic[T]):
         finally:
             counts[2] -= 1
 
-    async def _stream(
-        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> AsyncIterator[Any]:
-        messenger = await self._service.connected()
-        counts: list[int] = self._counts
-        counts[0] += 1
-        counts[2] += 1
-        try:
-            stream = messenger.request_stream((Op.STREAM, name, args, kwargs), channel=CALLS)
-            async with contextlib.aclosing(stream):
-                async for item in stream:
-                    yield item
-        except SerializationError as error:
-            counts[1] += 1
-            _blame_argument(name, args, kwargs, error)
-            raise
-        except Exception:
-            counts[1] += 1
-            raise
-        finally:
-            counts[2] -= 1
-
     def _nowait(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         messenger = self._service.messenger
         if messenger is None:
@@ -256,6 +232,54 @@ class Proxy(Generic[T]):
         except SerializationError as error:
             _blame_argument(name, args, kwargs, error)
             raise
+
+
+class _ProxyStream:
+    """``async for x in proxy.method(...)``: sent on the first step, so it can wait
+    through a restart."""
+
+    __slots__ = ("_args", "_inner", "_kwargs", "_name", "_proxy")
+
+    def __init__(
+        self, proxy: Proxy[Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self._proxy = proxy
+        self._name = name
+        self._args = args
+        self._kwargs = kwargs
+        self._inner: ReplyStream | None = None
+
+    def __aiter__(self) -> _ProxyStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        counts: list[int] = self._proxy._counts
+        if self._inner is None:
+            messenger = await self._proxy._service.connected()
+            counts[0] += 1
+            try:
+                self._inner = messenger.request_stream(
+                    (Op.STREAM, self._name, self._args, self._kwargs), channel=CALLS
+                )
+            except SerializationError as error:
+                counts[1] += 1
+                _blame_argument(self._name, self._args, self._kwargs, error)
+                raise
+        counts[2] += 1  # in flight while waiting for an item
+        try:
+            return await self._inner.__anext__()
+        except StopAsyncIteration:
+            raise
+        except BaseException:
+            counts[1] += 1
+            raise
+        finally:
+            counts[2] -= 1
+
+    async def aclose(self) -> None:
+        """Stop the stream early (the child stops producing)."""
+        if self._inner is not None:
+            await self._inner.aclose()
 
 
 def _blame_argument(
@@ -319,13 +343,8 @@ async def spawn(
         startup_timeout=startup_timeout,
         log_level=log_level,
     )
-    async with anyio.create_task_group() as task_group:
-        await task_group.start(service.run, name=f"corral-child:{service.name}")
-        try:
-            yield Proxy(service)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await service.aclose(shutdown_timeout)
+    async with _running(service, shutdown_timeout):
+        yield Proxy(service)
 
 
 @contextlib.asynccontextmanager
@@ -367,11 +386,30 @@ async def open_worker(
         startup_timeout=startup_timeout,
         log_level=log_level,
     )
-    async with anyio.create_task_group() as task_group:
-        await task_group.start(service.run, name=f"corral-child:{service.name}")
+    async with _running(service, shutdown_timeout):
         assert service.messenger is not None
-        try:
-            yield service.messenger
-        finally:
-            with anyio.CancelScope(shield=True):
-                await service.aclose(shutdown_timeout)
+        yield service.messenger
+
+
+@contextlib.asynccontextmanager
+async def _running(service: Service, grace: float) -> AsyncIterator[None]:
+    """Run ``service`` for the block, then close it (waiting at most ``grace`` to kill).
+
+    The manager task's group is entered by hand rather than with ``async with``
+    around the ``yield``: the block's own exception must come out unchanged,
+    not wrapped in an exception group.
+    """
+    task_group = anyio.create_task_group()
+    await task_group.__aenter__()
+    try:
+        await task_group.start(service.run, name=f"corral-child:{service.name}")
+    except BaseException:
+        task_group.cancel_scope.cancel()
+        await task_group.__aexit__(None, None, None)
+        raise
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await service.aclose(grace)
+        await task_group.__aexit__(None, None, None)

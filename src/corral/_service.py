@@ -27,6 +27,7 @@ from ._wire import DEFAULT_MAX_FRAME
 
 logger = logging.getLogger(__name__)
 
+LOST_GRACE = 1.0  # seconds a child without a connection has to exit before it is killed
 RestartPolicy = Literal["never", "on-failure", "always"]
 ServiceState = Literal["starting", "running", "restarting", "closing", "closed", "failed"]
 
@@ -88,6 +89,7 @@ class Service:
         self.messenger: Messenger | None = None
         self.child: ChildProcess | None = None
         self.restarts = 0
+        self.counts = [0, 0, 0]  # calls, errors, in flight: kept by the proxies
         self.last_exit: int | None = None
         self.error: BaseException | None = None
         self._restart_times: deque[float] = deque()
@@ -95,6 +97,7 @@ class Service:
         self._finished = anyio.Event()
         self._closing = False
         self._lost_error: BaseException | None = None
+        self._lost_event = anyio.Event()
         self._pause: anyio.CancelScope | None = None
 
     def __repr__(self) -> str:
@@ -164,7 +167,10 @@ class Service:
     ) -> BaseException | None:
         """Run one child from start to exit; returns why it failed (None: a clean exit)."""
         self._lost_error = None
-        async with anyio.create_task_group() as tasks:
+        self._lost_event = anyio.Event()
+        failure: BaseException | None = None
+        started = False
+        async with anyio.create_task_group() as tasks:  # the child's watcher and pumps
             fn, args, kwargs = self._target
             try:
                 child, messenger, members = await launch(
@@ -180,33 +186,43 @@ class Service:
                     max_frame_size=self._max_frame_size,
                 )
             except Exception as error:
-                if task_status is not None:  # the first start: the caller gets the error
-                    self.state = "failed"
-                    raise
-                return error
-            self.child, self.messenger = child, messenger
-            self.members = dict(members or {})
-            messenger.on_lost = functools.partial(self._lost, child)
-            self.state = "closing" if self._closing else "running"
-            self._notify()
-            if task_status is not None:
-                task_status.started()
+                failure = error
+            else:
+                started = True
+                self.child, self.messenger = child, messenger
+                self.members = dict(members or {})
+                messenger.on_lost = functools.partial(self._lost, child)
+                self.state = "closing" if self._closing else "running"
+                self._notify()
+                if task_status is not None:
+                    task_status.started()
+                failure = await self._until_exit(child, messenger)
+            tasks.cancel_scope.cancel()  # a pump a grandchild keeps open must not hold us
+        if failure is not None and task_status is not None and not started:  # first start
+            self.state = "failed"
+            raise failure  # (raised out here: not wrapped in the group's exception group)
+        return failure
+
+    async def _until_exit(self, child: ChildProcess, messenger: Messenger) -> BaseException | None:
+        async with anyio.create_task_group() as reaper:
+            reaper.start_soon(self._kill_once_lost, child)
             code = await child.wait()
-            await child.wait_stderr(0.1)
-            self.last_exit = code
-            failure: BaseException | None = None
-            lost = self.lost_error
-            if isinstance(lost, ProtocolError):
-                failure = lost
-            elif code != 0:
-                failure = child.crashed()
-            self.messenger = None
-            if failure is not None:
-                messenger._fail_all(failure)
-            else:  # a clean exit: asked for, or the child's own decision
-                messenger._fail_all(self._stopped_error() if self._closing else child.crashed())
-            messenger.abort()
-            self._notify()
+            reaper.cancel_scope.cancel()
+        await child.wait_stderr(0.1)
+        self.last_exit = code
+        failure: BaseException | None = None
+        lost = self.lost_error
+        if isinstance(lost, ProtocolError):
+            failure = lost
+        elif code != 0:
+            failure = child.crashed()
+        self.messenger = None
+        if failure is not None:
+            messenger._fail_all(failure)
+        else:  # a clean exit: asked for, or the child's own decision
+            messenger._fail_all(self._stopped_error() if self._closing else child.crashed())
+        messenger.abort()
+        self._notify()
         return failure
 
     @property
@@ -224,6 +240,16 @@ class Service:
         self._lost_error = error
         if isinstance(error, ProtocolError):
             logger.error("child %r: %s; killing it", self.name, error)
+            child.kill()
+        self._lost_event.set()
+
+    async def _kill_once_lost(self, child: ChildProcess) -> None:
+        """A child whose connection ended gets a moment to exit by itself, then is killed."""
+        await self._lost_event.wait()
+        with anyio.move_on_after(LOST_GRACE):
+            await child.wait()
+            return
+        logger.warning("child %r closed its connection but did not exit; killing it", self.name)
         child.kill()
 
     def _give_up(self, failure: BaseException | None, detail: str) -> None:

@@ -285,5 +285,7 @@ async def _boot(messenger: Messenger, child: ChildProcess, boot: Boot) -> Any:
     except (StartupError, RemoteError) as error:
         if isinstance(error, RemoteError):
             error = StartupError(f"{error.type_name}: {error.message}", traceback=error.traceback)
+        elif hasattr(error, "__notes__"):  # its traceback is already in the message
+            del error.__notes__
         error.exit_code = await child.wait()
         raise error from None
