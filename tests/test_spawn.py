@@ -210,7 +210,8 @@ async def test_supervisor_spawn_and_statistics() -> None:
         assert child.name == "svc"
         assert child.state == "running"
         assert child.calls == 1
-        assert child.rss is not None and child.rss > 1_000_000
+        assert child.rss is not None
+        assert child.rss > 1_000_000
         with pytest.raises(ValueError, match="already has a worker named 'svc'"):
             await sup.spawn(Echo, name="svc")
         pid = echo.pid
