@@ -41,6 +41,7 @@ class Echo:
         self.calls: list[Any] = []
         self._hidden = "private"
         self.gate = threading.Event()
+        self._meeting: anyio.Event | None = None
 
     @property
     def state(self) -> str:
@@ -122,6 +123,19 @@ class Echo:
 
     def open_gate(self) -> None:
         self.gate.set()
+
+    async def meet(self) -> str:
+        """Returns only once a second call has arrived: proves async calls overlap."""
+        if self._meeting is None:
+            self._meeting = anyio.Event()
+            await self._meeting.wait()
+            return "first"
+        self._meeting.set()
+        return "second"
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+        print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.closed_marker:

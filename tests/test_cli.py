@@ -22,7 +22,11 @@ def test_demo_json_summary_shows_every_worker_stopped() -> None:
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["all_stopped"] is True
-    assert summary["left_running"] == {"threads": 0}
+    assert summary["left_running"] == {"threads": 0, "processes": 0}
+    service = summary["service"]
+    assert service["restarts"] == 1  # killed half-way on purpose, and back
+    assert service["first_pid"] != service["last_pid"]
+    assert service["burst"]["p50_us"] > 0
     assert summary["shutdown"] == ["on_shutdown hook ran"]
     kinds = {w["kind"] for w in summary["workers"]}
     assert kinds == {"interval", "queue", "event", "loop"}

@@ -217,3 +217,17 @@ def test_a_killed_host_leaves_no_orphans() -> None:
         host.wait(10)
         if host.stdout is not None:
             host.stdout.close()
+
+
+async def test_closing_while_a_restart_is_under_way_does_not_hang() -> None:
+    children = _children()
+    async with corral.Supervisor() as sup:
+        echo = await sup.spawn(Echo, restart="on-failure")
+        with pytest.raises(corral.WorkerCrashed):
+            await echo.kill_self()
+        with anyio.fail_after(10):
+            await echo.aclose()
+        assert echo.statistics().state == "closed"
+        with pytest.raises(corral.WorkerStopped):
+            await echo.echo(1)
+    assert _children() == children

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -238,3 +240,62 @@ async def test_bad_options(options: dict[str, Any], error: type[Exception], matc
             await sup.spawn(42)  # type: ignore[arg-type]
     with pytest.raises(corral.SupervisorNotRunning):
         await sup.spawn(Echo)
+
+
+async def test_async_methods_run_concurrently() -> None:
+    async with corral.spawn(Echo) as echo, anyio.create_task_group() as tg:
+        results: list[str] = []
+
+        async def meet() -> None:
+            results.append(await echo.meet())
+
+        tg.start_soon(meet)
+        tg.start_soon(meet)
+    assert sorted(results) == ["first", "second"]
+
+
+async def test_child_stdout_and_stderr_reach_the_user(capfd: pytest.CaptureFixture[str]) -> None:
+    async with corral.spawn(Echo) as echo:
+        await echo.say("hello from the child")
+    out, err = capfd.readouterr()
+    assert "hello from the child" in out
+    assert "hello from the child" in err
+
+
+async def test_restart_always_brings_back_a_child_that_exits_cleanly() -> None:
+    async with corral.Supervisor() as sup:
+        echo = await sup.spawn(Echo, restart="always")
+        with pytest.raises(corral.WorkerCrashed, match="exited with code 0"):
+            await echo.stderr_then_exit("bye", 0)
+        assert await echo.echo("back") == "back"
+        assert echo.statistics().restarts == 1
+
+
+SCRIPT = """
+import corral
+
+class Counter:  # defined in __main__, and no `if __name__ == "__main__"` guard
+    def __init__(self):
+        self.n = 0
+
+    def bump(self, by):
+        self.n += by
+        return self.n
+
+async def main():
+    async with corral.spawn(Counter) as counter:
+        await counter.bump(2)
+        print(await counter.bump(3), await counter.n)
+
+corral.run(main)
+"""
+
+
+def test_a_script_without_a_main_guard_spawns_its_own_classes(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["5", "5"]

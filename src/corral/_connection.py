@@ -228,7 +228,9 @@ class _SocketConnection(Connection):
         self._lost(None)
         self._out.clear()
         self._wake_writer.set()
-        self._sock.close()
+        if self._sock.fileno() != -1:
+            anyio.notify_closing(self._sock)  # wakes the reader parked on this fd
+            self._sock.close()
 
     def _write(self, pieces: Pieces) -> None:
         self._out.extend(memoryview(p).cast("B") for p in pieces)

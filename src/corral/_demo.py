@@ -3,15 +3,20 @@
 Sensors are polled at 10 Hz; readings go through a priority queue (alarms
 first) to two processors; alarms trigger a dashboard refresh (coalesced); a
 loop worker flushes batches; a flaky uplink fails now and then and is handled
-by ``on_error``; and a fleet of interval workers shows what one shared timer
-does at scale. Every second a status line; at the end, a summary of figures.
+by ``on_error``; a calibration service runs in a child process behind a
+proxy, is killed half-way and restarted; and a fleet of interval workers
+shows what one shared timer does at scale. Every second a status line; at
+the end, a summary of figures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
+import signal
 import threading
 import time
 from typing import Any
@@ -25,11 +30,27 @@ from . import (
     QueueWorker,
     Supervisor,
     Timer,
+    WorkerCrashed,
     WorkerStatistics,
     catchtime,
     run,
 )
 from ._run import uvloop_available
+
+
+class Calibrator:
+    """The demo's service: lives in a child process, reached through a proxy."""
+
+    def __init__(self, gain: float) -> None:
+        self.gain = gain
+        self.corrected = 0
+
+    def correct(self, value: float) -> float:
+        self.corrected += 1
+        return value * self.gain
+
+    def echo(self, value: Any) -> Any:
+        return value
 
 
 def run_demo(*, duration: float, fleet: int, as_json: bool) -> int:
@@ -39,15 +60,26 @@ def run_demo(*, duration: float, fleet: int, as_json: bool) -> int:
         print(json.dumps(summary, indent=2))
     else:
         _print_summary(summary)
-    return 0 if summary["all_stopped"] and summary["left_running"]["threads"] == 0 else 1
+    left = summary["left_running"]
+    return 0 if summary["all_stopped"] and left["threads"] == left["processes"] == 0 else 1
 
 
-async def _plant(duration: float, fleet: int, live: bool) -> dict[str, Any]:
+async def _plant(duration: float, fleet: int, live: bool) -> dict[str, Any]:  # noqa: PLR0915
     rng = random.Random(7)
     threads_before = threading.active_count()
     process = psutil.Process()
     cpu_before = sum(process.cpu_times()[:2])
-    counts = {"readings": 0, "alarms": 0, "flushed": 0, "uplink_failures": 0, "fleet_ticks": 0}
+    counts = {
+        "readings": 0,
+        "alarms": 0,
+        "flushed": 0,
+        "uplink_failures": 0,
+        "fleet_ticks": 0,
+        "calibrated": 0,
+        "lost_to_crash": 0,
+    }
+    rpc = Timer()
+    service: dict[str, Any] = {}
     batch: list[float] = []
     shutdown_log: list[str] = []
 
@@ -103,12 +135,45 @@ async def _plant(duration: float, fleet: int, live: bool) -> dict[str, Any]:
             if rng.random() < 0.2:
                 raise ConnectionError("uplink dropped a packet")
 
+        with catchtime() as spawning:
+            calibrator = await sup.spawn(Calibrator, 1.02, restart="on-failure")
+        service["spawn_ms"] = round(spawning.elapsed * 1000, 1)
+        service["first_pid"] = calibrator.pid
+
+        @sup.every(0.02, name="calibrate")
+        async def calibrate() -> None:
+            try:
+                with catchtime() as call:
+                    await calibrator.correct(rng.random())
+            except WorkerCrashed:  # in flight when the child died: the next call goes on
+                counts["lost_to_crash"] += 1
+                return
+            rpc.record(call.elapsed)
+            counts["calibrated"] += 1
+
         sup.on_shutdown.register(lambda: shutdown_log.append("on_shutdown hook ran"))
         started = time.monotonic()
         for second in range(1, math.ceil(duration) + 1):
             await anyio.sleep(min(1.0, duration - (second - 1)))
+            if second == math.ceil(duration / 2) and calibrator.pid is not None:
+                os.kill(calibrator.pid, signal.SIGKILL)  # on purpose: watch it come back
+                service["killed_at_s"] = second
+                while True:  # a call sent before the death was seen fails; then it waits
+                    with contextlib.suppress(WorkerCrashed):
+                        await calibrator.echo(None)
+                        break
             if live:  # (the workers shown, not sup.statistics(): that sorts every window)
                 _status(second, counts, processors, refresh, fleet_workers)
+        service["burst"] = await _burst(calibrator)
+        child = calibrator.statistics()
+        service.update(
+            last_pid=child.pid,
+            restarts=child.restarts,
+            calls=child.calls,
+            errors=child.errors,
+            rss_mb=round((child.rss or 0) / 2**20, 1),
+            rpc_ms=_ms(rpc),
+        )
         elapsed = time.monotonic() - started
     workers = sup.statistics().workers  # after the block: every worker's final state
 
@@ -131,9 +196,27 @@ async def _plant(duration: float, fleet: int, live: bool) -> dict[str, Any]:
         },
         "cpu_pct": round(100 * cpu / elapsed, 1),
         "rss_mb": round(process.memory_info().rss / 2**20, 1),
+        "service": service,
         "all_stopped": all(w.state.value == "stopped" for w in workers),
         "shutdown": shutdown_log,
-        "left_running": {"threads": threading.active_count() - threads_before},
+        "left_running": {
+            "threads": threading.active_count() - threads_before,
+            "processes": len(process.children()),
+        },
+    }
+
+
+async def _burst(calibrator: Any, calls: int = 2000) -> dict[str, float]:
+    """Back-to-back round trips through the proxy: the latency of one call."""
+    timer = Timer(window=calls)
+    for _ in range(calls):
+        with catchtime() as call:
+            await calibrator.echo(b"x" * 32)
+        timer.record(call.elapsed)
+    return {
+        "calls": calls,
+        "p50_us": round(timer.percentile(50) * 1e6, 1),
+        "p99_us": round(timer.percentile(99) * 1e6, 1),
     }
 
 
@@ -210,6 +293,18 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"coalesced into {redraws} redraws; {c['flushed']:,} flushed in batches; "
         f"{c['uplink_failures']} uplink failures handled by on_error"
     )
+    v = s["service"]
+    print(
+        f"service: Calibrator in a child process (ready in {v['spawn_ms']} ms, RSS "
+        f"{v['rss_mb']} MB): {v['calls']:,} calls; SIGKILLed at {v.get('killed_at_s')} s "
+        f"(pid {v['first_pid']}), restarted as pid {v['last_pid']} "
+        f"({v['restarts']} restart, {c['lost_to_crash']} call in flight lost to the crash); "
+        f"round trip p50 {v['burst']['p50_us']} us, p99 {v['burst']['p99_us']} us "
+        f"over {v['burst']['calls']:,} back-to-back calls"
+    )
     print(f"process: CPU {s['cpu_pct']}% of one core, RSS {s['rss_mb']} MB")
     left = s["left_running"]
-    print(f"shutdown: {'; '.join(s['shutdown'])}; threads left behind: {left['threads']}")
+    print(
+        f"shutdown: {'; '.join(s['shutdown'])}; threads left behind: {left['threads']}, "
+        f"child processes left behind: {left['processes']}"
+    )

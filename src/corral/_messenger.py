@@ -284,6 +284,8 @@ class Messenger:
         if inbox is not None and inbox.heap:
             return _unpack(heapq.heappop(inbox.heap)[2])
         self._raise_if_ended()
+        if self._close_requested:
+            raise CloseRequested(f"{self.name}: the other side asked to close")
         raise anyio.WouldBlock
 
     def messages(self, channel: Hashable = None) -> AsyncIterator[Any]:
@@ -308,10 +310,13 @@ class Messenger:
         other side, and a late reply is dropped.
         """
         call_id = next(self._ids)
-        self._send(Kind.REQUEST, wrap_large(value), call_id, channel, priority)
-        assert self._connection is not None
-        future = self._connection.future()
-        self._pending[call_id] = (channel, future)
+        future = self._connection_or_raise().future()
+        self._pending[call_id] = (channel, future)  # first: a send that fails resolves it
+        try:
+            self._send(Kind.REQUEST, wrap_large(value), call_id, channel, priority)
+        except BaseException:
+            self._pending.pop(call_id, None)
+            raise
         try:
             frame: RawFrame = await future
         finally:
@@ -329,9 +334,14 @@ class Messenger:
         ``aclose()``, tells the other side to stop.
         """
         call_id = next(self._ids)
-        self._send(Kind.REQUEST, wrap_large(value), call_id, channel, priority)
         stream = ReplyStream(self, call_id, channel)
         self._pending[call_id] = (channel, stream._state)
+        try:
+            self._send(Kind.REQUEST, wrap_large(value), call_id, channel, priority)
+        except BaseException:
+            stream._state.done = True
+            self._pending.pop(call_id, None)
+            raise
         return stream
 
     def remaining(self, channel: Hashable = None) -> int:

@@ -319,8 +319,9 @@ async def spawn(
 ) -> AsyncIterator[Proxy[T]]:
     """Run ``target(*args, **kwargs)`` in a child process for the length of the block.
 
-    >>> async with corral.spawn(Camera, "/dev/video0", cpu=1) as cam:
-    ...     await cam.start_capture(fps=30)
+    >>> async def main() -> None:
+    ...     async with corral.spawn(Camera, "/dev/video0", cpu=1) as cam:
+    ...         await cam.start_capture(fps=30)
 
     The same as :meth:`Supervisor.spawn <corral.Supervisor.spawn>` without a
     supervisor: leaving the block closes the child (gracefully, then killed
@@ -365,8 +366,9 @@ async def open_worker(
     ...     while True:
     ...         request = await messenger.receive_request()
     ...         request.reply(request.value * 2)
-    >>> async with corral.open_worker(doubler) as worker:
-    ...     assert await worker.request(21) == 42
+    >>> async def main() -> None:
+    ...     async with corral.open_worker(doubler) as worker:
+    ...         assert await worker.request(21) == 42
 
     Leaving the block asks the child to close (its pending ``receive`` raises
     :class:`~corral.CloseRequested`, which ends ``fn`` quietly if not caught),

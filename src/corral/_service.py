@@ -189,6 +189,8 @@ class Service:
                 failure = error
             else:
                 started = True
+                if self._closing:  # aclose() or kill() came while it started: it served nothing
+                    child.kill()
                 self.child, self.messenger = child, messenger
                 self.members = dict(members or {})
                 messenger.on_lost = functools.partial(self._lost, child)

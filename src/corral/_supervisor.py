@@ -278,8 +278,10 @@ class Supervisor(WorkerStarter):
     ) -> Proxy[T]:
         """Start ``target(*args, **kwargs)`` in a child process; returns a :class:`~corral.Proxy`.
 
-        >>> cam = await sup.spawn(Camera, "/dev/video0", cpu=1, restart="on-failure")
-        >>> await cam.start_capture(fps=30)
+        >>> async def main() -> None:
+        ...     async with Supervisor() as sup:
+        ...         cam = await sup.spawn(Camera, "/dev/video0", cpu=1, restart="on-failure")
+        ...         await cam.start_capture(fps=30)
 
         ``target`` is a class (or any callable returning the object to serve),
         cloudpickled to the child, so classes defined in ``__main__`` work.

@@ -22,6 +22,7 @@ written from where it lies and read straight into its own buffer.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import pickle
 import struct
@@ -143,7 +144,7 @@ def dumps(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
         # process cannot resolve; cloudpickle sends those by value instead.
         if b"__main__" not in body:
             return body, buffers
-    except (pickle.PicklingError, TypeError, AttributeError):
+    except Exception:
         pass
     buffers.clear()
     try:
@@ -176,7 +177,7 @@ def _describe(obj: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-_channel_bytes: dict[Hashable, bytes] = {}
+_channel_bytes: dict[tuple[type, Hashable], bytes] = {}
 _channel_values: dict[bytes, Hashable] = {}
 _CHANNEL_CACHE: Final = 1024
 
@@ -184,15 +185,17 @@ _CHANNEL_CACHE: Final = 1024
 def _encode_channel(channel: Hashable) -> bytes:
     if channel is None:
         return b""
+    key = (type(channel), channel)  # 1, 1.0 and True are equal, but not the same channel
     try:
-        return _channel_bytes[channel]
+        return _channel_bytes[key]
     except (KeyError, TypeError):
         pass
     body, buffers = dumps(channel)
     if buffers or len(body) > 0xFFFF:
         raise SerializationError(f"channel {_describe(channel)} is too large; use a short name")
     if len(_channel_bytes) < _CHANNEL_CACHE:
-        _channel_bytes[channel] = body
+        with contextlib.suppress(TypeError):  # unhashable: the receiver will refuse it
+            _channel_bytes[key] = body
     return body
 
 
@@ -232,12 +235,12 @@ def encode(
         body = pickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
         if b"__main__" in body:
             body, buffers = dumps(obj)
-    except (pickle.PicklingError, TypeError, AttributeError):
+    except Exception:
         body, buffers = dumps(obj)
     if channel is None:
         raw_channel = b""
     else:
-        raw_channel = _channel_bytes.get(channel) or _encode_channel(channel)
+        raw_channel = _channel_bytes.get((type(channel), channel)) or _encode_channel(channel)
     if not buffers:
         length = _FIXED + len(raw_channel) + len(body)
         if length <= max_frame_size and -0x8000 <= priority <= 0x7FFF:
