@@ -27,7 +27,16 @@ import anyio
 
 from ._connection import Connection, Future
 from ._errors import CloseRequested, RemoteError, SerializationError
-from ._wire import DEFAULT_MAX_FRAME, Kind, RawFrame, dumps, encode, loads, wrap_large
+from ._wire import (
+    DEFAULT_MAX_FRAME,
+    Kind,
+    RawFrame,
+    channel_bytes,
+    dumps,
+    encode_frame,
+    loads,
+    wrap_large,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +123,7 @@ class Request:
         self._done = True
         messenger = self._messenger
         messenger._requests_in.pop(self.call_id, None)
-        if self.cancelled or messenger.closed:
+        if self.cancelled or not messenger._writable():
             return
         try:
             messenger._send(kind, payload, self.call_id, self.channel)
@@ -310,13 +319,15 @@ class Messenger:
         other side, and a late reply is dropped.
         """
         call_id = next(self._ids)
-        future = self._connection_or_raise().future()
+        connection = self._connection_or_raise()
+        future = connection.future()
         self._pending[call_id] = (channel, future)  # first: a send that fails resolves it
-        try:
-            self._send(Kind.REQUEST, wrap_large(value), call_id, channel, priority)
-        except BaseException:
-            self._pending.pop(call_id, None)
-            raise
+        if not connection.closed:  # (closed: the reason is on its way to this future)
+            try:
+                self._send(Kind.REQUEST, wrap_large(value), call_id, channel, priority)
+            except BaseException:
+                self._pending.pop(call_id, None)
+                raise
         try:
             frame: RawFrame = await future
         finally:
@@ -337,7 +348,8 @@ class Messenger:
         stream = ReplyStream(self, call_id, channel)
         self._pending[call_id] = (channel, stream._state)
         try:
-            self._send(Kind.REQUEST, wrap_large(value), call_id, channel, priority)
+            if not self._connection_or_raise().closed:
+                self._send(Kind.REQUEST, wrap_large(value), call_id, channel, priority)
         except BaseException:
             stream._state.done = True
             self._pending.pop(call_id, None)
@@ -455,21 +467,19 @@ class Messenger:
             raise self._error
         connection = self._connection
         assert connection is not None, "messenger used before attach()"
+        raw_channel = b"" if channel is None else channel_bytes(channel)
         connection.send(
-            encode(
-                kind,
-                value,
-                call_id=call_id,
-                channel=channel,
-                priority=priority,
-                max_frame_size=self.max_frame_size,
-            ),
+            encode_frame(kind, value, call_id, raw_channel, priority, self.max_frame_size),
             priority,
         )
 
     def _cancel(self, call_id: int, channel: Hashable) -> None:
-        if self._error is None and self._connection is not None:
+        if self._writable():
             self._send(Kind.CANCEL, None, call_id, channel)
+
+    def _writable(self) -> bool:
+        connection = self._connection
+        return self._error is None and connection is not None and not connection.closed
 
     def _result(self, frame: RawFrame) -> Any:
         try:

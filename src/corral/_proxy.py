@@ -18,7 +18,7 @@ import anyio
 from ._errors import SerializationError, WorkerStopped
 from ._messenger import Messages, Messenger, ReplyStream
 from ._service import RestartPolicy, Service, ServiceState
-from ._serving import CALLS, Member, Op
+from ._serving import CALLS, NOWAIT, Member, Op
 from ._wire import dumps
 from ._worker import is_async_callable
 
@@ -228,7 +228,7 @@ class Proxy(Generic[T]):
         if messenger is None:
             raise self._service.stopped_error()
         try:
-            messenger.send_nowait((Op.CALL, name, args, kwargs), channel=CALLS)
+            messenger.send_nowait((Op.CALL, name, args, kwargs), channel=NOWAIT)
         except SerializationError as error:
             _blame_argument(name, args, kwargs, error)
             raise

@@ -24,7 +24,8 @@ from ._messenger import Messenger, Request
 
 logger = logging.getLogger(__name__)
 
-CALLS: Final = "__corral_calls__"
+CALLS: Final = None  # proxy calls are requests on the default channel: no channel bytes
+NOWAIT: Final = "__corral_nowait__"  # fire-and-forget calls are messages here
 F = TypeVar("F", bound=Callable[..., Any])
 _THREADED: Final = "__corral_threaded__"
 
@@ -122,7 +123,7 @@ class Server:
         self._idle = anyio.Event()
         self._closing = False
         messenger.handle_requests(CALLS, self._request)
-        messenger.handle_messages(CALLS, self._fire_and_forget)
+        messenger.handle_messages(NOWAIT, self._fire_and_forget)
 
     async def serve(self) -> None:
         """Serve until the host asks to close, then finish calls in flight and close."""

@@ -36,6 +36,10 @@ from ._errors import ProtocolError, SerializationError
 HEADER: Final = struct.Struct("<IBBhQH")
 _BUFLEN: Final = struct.Struct("<Q")
 _FIXED: Final = HEADER.size - 4  # header bytes counted in the length field
+_HEADER_SIZE: Final = HEADER.size
+_unpack_header: Final = HEADER.unpack_from
+_pack_header: Final = HEADER.pack
+_pickle_dumps: Final = pickle.dumps
 DEFAULT_MAX_FRAME: Final = 1 << 30  # 1 GiB
 OOB_THRESHOLD: Final = 64 * 1024  # smaller payloads are cheaper in-band
 _MAX_BUFFERS: Final = 255
@@ -230,22 +234,35 @@ def encode(
     Raises :class:`~corral.SerializationError` when ``obj`` will not pickle
     or the frame would exceed ``max_frame_size``.
     """
+    return encode_frame(kind, obj, call_id, channel_bytes(channel), priority, max_frame_size)
+
+
+def channel_bytes(channel: Hashable) -> bytes:
+    """The wire form of ``channel`` (cached; empty for the default channel)."""
+    if channel is None:
+        return b""
+    return _channel_bytes.get((type(channel), channel)) or _encode_channel(channel)
+
+
+def encode_frame(
+    kind: Kind, obj: Any, call_id: int, raw_channel: bytes, priority: int, max_frame_size: int
+) -> list[bytes | memoryview]:
+    """:func:`encode` with the channel already in wire form (the per-call path)."""
     buffers: list[pickle.PickleBuffer] = []
     try:  # the hot path, inlined: most frames are small and plain
-        body = pickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
+        body = _pickle_dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
         if b"__main__" in body:
             body, buffers = dumps(obj)
     except Exception:
         body, buffers = dumps(obj)
-    if channel is None:
-        raw_channel = b""
-    else:
-        raw_channel = _channel_bytes.get((type(channel), channel)) or _encode_channel(channel)
     if not buffers:
         length = _FIXED + len(raw_channel) + len(body)
         if length <= max_frame_size and -0x8000 <= priority <= 0x7FFF:
-            head = HEADER.pack(length, kind, 0, priority, call_id, len(raw_channel))
-            return [head + raw_channel + body]
+            return [
+                _pack_header(length, kind, 0, priority, call_id, len(raw_channel))
+                + raw_channel
+                + body
+            ]
     return _frame_pieces(kind, body, buffers, call_id, raw_channel, priority, max_frame_size)
 
 
@@ -342,7 +359,24 @@ class FrameDecoder:
         else:
             self._end += nbytes
         frames: list[RawFrame] = []
+        buf, start, stop = self._buf, self._start, self._end
         try:
+            # the common case inline: whole small frames in the buffer, no state kept
+            while self._head is None and stop - start >= _HEADER_SIZE:
+                length, kind, nbuf, priority, call_id, channel_len = _unpack_header(buf, start)
+                end = start + 4 + length
+                if nbuf or end > stop or kind not in _KINDS or length > self.max_frame_size:
+                    break
+                body_at = start + _HEADER_SIZE + channel_len
+                if length < _FIXED or body_at > end:
+                    raise ProtocolError("a frame's lengths do not add up: the stream is corrupt")
+                channel = (
+                    _decode_channel(bytes(buf[start + _HEADER_SIZE : body_at]))
+                    if channel_len
+                    else None
+                )
+                frames.append(RawFrame(_KINDS[kind], call_id, channel, priority, buf[body_at:end]))
+                start = self._start = end
             while (frame := self._next()) is not None:
                 frames.append(frame)
         except ProtocolError as error:
@@ -375,29 +409,6 @@ class FrameDecoder:
         return view
 
     def _next(self) -> RawFrame | None:
-        start = self._start
-        if self._head is None and self._end - start >= HEADER.size:
-            # the common case, a whole small frame in the buffer: no state kept
-            length, kind, nbuf, priority, call_id, channel_len = HEADER.unpack_from(
-                self._buf, start
-            )
-            end = start + 4 + length
-            if (
-                not nbuf
-                and end <= self._end
-                and kind in _KINDS
-                and _FIXED <= length <= self.max_frame_size
-            ):
-                body_at = start + HEADER.size + channel_len
-                if body_at > end:
-                    raise ProtocolError("a frame's lengths do not add up: the stream is corrupt")
-                channel = (
-                    _decode_channel(bytes(self._buf[start + HEADER.size : body_at]))
-                    if channel_len
-                    else None
-                )
-                self._start = end
-                return RawFrame(_KINDS[kind], call_id, channel, priority, self._buf[body_at:end])
         if self._head is None:
             view = self._take(HEADER.size)
             if view is None:
