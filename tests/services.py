@@ -134,8 +134,8 @@ class Echo:
         return "second"
 
     def say(self, text: str) -> None:
-        print(text, flush=True)
-        print(text, file=sys.stderr, flush=True)
+        print(text, flush=True)  # noqa: T201  (the test reads the child's stdout)
+        print(text, file=sys.stderr, flush=True)  # noqa: T201
 
     def close(self) -> None:
         if self.closed_marker:

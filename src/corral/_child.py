@@ -150,6 +150,7 @@ async def _run_function(fn: Any, channel: Messenger, kwargs: dict[str, Any]) -> 
         pass
     except Exception:
         logger.exception("%s: the worker function raised", channel.name)
+        traceback.print_exc()  # also to stderr: the host's WorkerCrashed shows its last lines
         return 1
     return 0
 

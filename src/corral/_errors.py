@@ -19,13 +19,15 @@ class WorkerFailed(CorralError):
     ``__cause__``; :attr:`worker` names the worker.
     """
 
-    def __init__(self, worker: str, error: BaseException) -> None:
+    def __init__(
+        self,
+        worker: str,
+        error: BaseException,
+        hint: str = "Pass on_error= to handle failures and keep the worker running.",
+    ) -> None:
         self.worker = worker
         self.error = error
-        super().__init__(
-            f"worker {worker!r} failed: {type(error).__name__}: {error}. "
-            "Pass on_error= to handle failures and keep the worker running."
-        )
+        super().__init__(f"worker {worker!r} failed: {type(error).__name__}: {error}. {hint}")
 
 
 class WorkerStopped(CorralError, RuntimeError):

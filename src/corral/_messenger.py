@@ -40,6 +40,7 @@ from ._wire import (
 
 logger = logging.getLogger(__name__)
 
+LAST: Final = 0x7FFF  # the lowest priority: goes after everything queued
 STREAM_WINDOW: Final = 64  # stream items in flight before the sender waits for credit
 _CLOSED: Final = object()
 
@@ -162,14 +163,17 @@ class _StreamState:
 class ReplyStream:
     """The answer to :meth:`Messenger.request_stream`: an async iterator of items."""
 
-    __slots__ = ("_consumed", "_messenger", "_state", "call_id", "channel")
+    __slots__ = ("_consumed", "_messenger", "_state", "call_id", "channel", "priority")
 
-    def __init__(self, messenger: Messenger, call_id: int, channel: Hashable) -> None:
+    def __init__(
+        self, messenger: Messenger, call_id: int, channel: Hashable, priority: int
+    ) -> None:
         self._messenger = messenger
         self._state = _StreamState()
         self._consumed = 0
         self.call_id = call_id
         self.channel = channel
+        self.priority = priority
 
     def __aiter__(self) -> ReplyStream:
         return self
@@ -212,7 +216,7 @@ class ReplyStream:
         self._state.done = True
         self._state.items.clear()
         if self._messenger._pending.pop(self.call_id, None) is not None:
-            self._messenger._cancel(self.call_id, self.channel)
+            self._messenger._cancel(self.call_id, self.channel, self.priority)
 
     def __del__(self) -> None:
         if not self._state.done:  # abandoned without aclose(): tell the other side
@@ -272,8 +276,12 @@ class Messenger:
         await self._connection_or_raise().drain()
 
     async def request_close(self) -> None:
-        """Ask the other side to close: its receives raise :class:`~corral.CloseRequested`."""
-        self._send(Kind.CLOSE, None, 0, None)
+        """Ask the other side to close: its receives raise :class:`~corral.CloseRequested`.
+
+        It goes after everything already sent (the lowest priority, last), so
+        the other side sees earlier messages first.
+        """
+        self._send(Kind.CLOSE, None, 0, None, LAST)
         await self._connection_or_raise().drain()
 
     # -- receiving -------------------------------------------------------------------
@@ -332,7 +340,7 @@ class Messenger:
             frame: RawFrame = await future
         finally:
             if self._pending.pop(call_id, None) is not None:  # no answer came: tell them
-                self._cancel(call_id, channel)
+                self._cancel(call_id, channel, priority)
         return self._result(frame)
 
     def request_stream(
@@ -345,7 +353,7 @@ class Messenger:
         ``aclose()``, tells the other side to stop.
         """
         call_id = next(self._ids)
-        stream = ReplyStream(self, call_id, channel)
+        stream = ReplyStream(self, call_id, channel, priority)
         self._pending[call_id] = (channel, stream._state)
         try:
             if not self._connection_or_raise().closed:
@@ -473,9 +481,10 @@ class Messenger:
             priority,
         )
 
-    def _cancel(self, call_id: int, channel: Hashable) -> None:
+    def _cancel(self, call_id: int, channel: Hashable, priority: int) -> None:
+        # at the request's own priority: never ahead of the request it cancels
         if self._writable():
-            self._send(Kind.CANCEL, None, call_id, channel)
+            self._send(Kind.CANCEL, None, call_id, channel, priority)
 
     def _writable(self) -> bool:
         connection = self._connection
@@ -502,7 +511,10 @@ class Messenger:
         request = Request(self, frame.call_id, frame.channel, value)
         handler = self._request_handlers.get(frame.channel)
         if handler is not None:
-            handler(request)
+            try:
+                handler(request)
+            except Exception as error:  # the handler's bug: answer, don't break the stream
+                request.fail(error)
             if not request._done:  # answered later: a cancel must find it
                 self._requests_in[frame.call_id] = request
         else:
@@ -519,7 +531,10 @@ class Messenger:
                 value = _Failed(rebuild_failure(value))
         handler = self._handlers.get(frame.channel)
         if handler is not None:
-            handler(value)
+            try:
+                handler(value)
+            except Exception:  # the handler's bug: log it, don't break the stream
+                logger.exception("%s: the handler for channel %r raised", self.name, frame.channel)
         else:
             self._deliver(self._inboxes, frame.channel, frame.priority, value)
 
@@ -633,7 +648,9 @@ def rebuild_failure(payload: Any) -> BaseException:
         error = pickle.loads(carried) if carried is not None else None
     except Exception:
         error = None
-    if isinstance(error, BaseException):
+    if isinstance(error, Exception):
         error.add_note(f"Remote traceback:\n{text.rstrip()}")
         return error
+    # Not raised as itself: a remote CancelledError or SystemExit would pass for
+    # this task's own cancellation or exit.
     return RemoteError(type_name, message, text)

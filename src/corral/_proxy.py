@@ -9,6 +9,7 @@ back as an async iterator and everything else as an awaitable.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, final
@@ -19,8 +20,10 @@ from ._errors import SerializationError, WorkerStopped
 from ._messenger import Messages, Messenger, ReplyStream
 from ._service import RestartPolicy, Service, ServiceState
 from ._serving import CALLS, NOWAIT, Member, Op
-from ._wire import dumps
+from ._wire import dumps, wrap_large
 from ._worker import is_async_callable
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -87,6 +90,11 @@ class RemoteAttribute:
         logging). Raises :class:`~corral.SerializationError` at once if an
         argument will not pickle.
         """
+        if self._member is Member.STREAM:
+            raise TypeError(
+                f"{self._name}() is a generator method: nowait() would drop it unrun; "
+                f"iterate it with `async for item in proxy.{self._name}(...)`"
+            )
         self._proxy._nowait(self._name, args, kwargs)
 
 
@@ -107,6 +115,13 @@ class Proxy(Generic[T]):
 
     def __init__(self, service: Service) -> None:
         object.__setattr__(self, "_service", service)
+        if shadowed := sorted(OWN_NAMES & service.members.keys()):
+            logger.info(
+                "proxy %r: the proxy's own %s shadow(s) the served object's; reach those "
+                "with proxy.call(name, ...) / proxy.get_attr(name)",
+                service.name,
+                ", ".join(shadowed),
+            )
         object.__setattr__(self, "_counts", service.counts)
 
     def __repr__(self) -> str:
@@ -211,6 +226,8 @@ class Proxy(Generic[T]):
         counts: list[int] = self._counts
         counts[0] += 1
         counts[2] += 1
+        if args:  # a large bytes-like argument travels out of band
+            args = tuple(map(wrap_large, args))
         try:
             return await messenger.request((op, name, args, kwargs), channel=CALLS)
         except SerializationError as error:

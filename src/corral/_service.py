@@ -215,14 +215,16 @@ class Service:
         failure: BaseException | None = None
         lost = self.lost_error
         if isinstance(lost, ProtocolError):
-            failure = lost
+            failure = ProtocolError(f"child {self.name!r}: {lost}; it was killed")
         elif code != 0:
             failure = child.crashed()
         self.messenger = None
         if failure is not None:
             messenger._fail_all(failure)
-        else:  # a clean exit: asked for, or the child's own decision
-            messenger._fail_all(self._stopped_error() if self._closing else child.crashed())
+        elif self._closing or self.kind == "function":  # asked for, or the function returned
+            messenger._fail_all(self._stopped_error())
+        else:  # a service that exits by itself, even cleanly, leaves its calls unanswered
+            messenger._fail_all(child.crashed())
         messenger.abort()
         self._notify()
         return failure

@@ -14,6 +14,7 @@ import enum
 import inspect
 import logging
 from collections.abc import Callable
+from types import CoroutineType
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -117,11 +118,16 @@ class Server:
     def __init__(self, obj: Any, messenger: Messenger, task_group: anyio.abc.TaskGroup) -> None:
         self.obj = obj
         self.members = describe(type(obj))
+        # sync methods, looked up once: they run inline, straight from the read callback
+        self._inline: dict[str, Callable[..., Any]] = {
+            name: getattr(obj, name) for name, kind in self.members.items() if kind is Member.SYNC
+        }
         self._messenger = messenger
         self._task_group = task_group
         self._active = 0
         self._idle = anyio.Event()
         self._closing = False
+        self._streams: set[Request] = set()
         messenger.handle_requests(CALLS, self._request)
         messenger.handle_messages(NOWAIT, self._fire_and_forget)
 
@@ -130,6 +136,8 @@ class Server:
         with contextlib.suppress(Exception):  # CloseRequested, or the host went away
             await self._messenger.receive("__corral_control__")
         self._closing = True
+        for request in list(self._streams):  # open-ended: a close ends them
+            request._cancel()
         if self._active:
             await self._idle.wait()
         await _close_object(self.obj)
@@ -142,14 +150,21 @@ class Server:
             return
         try:
             op, name, args, kwargs = request.value
-            if op == Op.CALL:
+            if op == Op.CALL and (method := self._inline.get(name)) is not None:
+                result = method(*args, **kwargs)  # the common case, first
+                if type(result) is CoroutineType:  # a plain def that returned a coroutine
+                    self._start(self._await, request, lambda: result, (), {})
+                else:
+                    request.reply(result)
+            elif op == Op.CALL:
                 self._call(request, name, args, kwargs)
             elif op == Op.STREAM:
+                self._streams.add(request)
                 self._start(self._stream, request, self._method(name), args, kwargs)
             elif op == Op.GET:
                 request.reply(self._get(name))
             elif op == Op.SET:
-                setattr(self.obj, name, args[0])
+                self._set(name, args[0])
                 request.reply(None)
             else:
                 raise ValueError(f"unknown proxy operation {op!r}")
@@ -188,6 +203,14 @@ class Server:
             )
         return method
 
+    def _set(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            raise AttributeError(
+                f"{type(self.obj).__qualname__!r}: private attribute {name!r} is not served"
+            )
+        setattr(self.obj, name, value)
+        self._inline.pop(name, None)  # a method replaced by a value: look it up again
+
     def _get(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(
@@ -215,6 +238,7 @@ class Server:
         except Exception as error:
             request.fail(error)
         finally:
+            self._streams.discard(request)
             self._active -= 1
             if not self._active:
                 self._idle.set()

@@ -253,7 +253,14 @@ class Supervisor(WorkerStarter):
 
     def _failed(self, name: str, error: BaseException) -> None:
         if self._failure is None:
-            self._failure = WorkerFailed(name, error)
+            if name in self._children:
+                self._failure = WorkerFailed(
+                    name,
+                    error,
+                    "Pass restart='on-failure' to sup.spawn() to restart a child that crashes.",
+                )
+            else:
+                self._failure = WorkerFailed(name, error)
             logger.debug("supervisor %r: worker %r failed", self.name, name, exc_info=error)
         else:  # the first failure is raised; later ones must not vanish
             logger.error("supervisor %r: worker %r also failed", self.name, name, exc_info=error)

@@ -22,7 +22,6 @@ written from where it lies and read straight into its own buffer.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import pickle
 import struct
@@ -57,8 +56,7 @@ class Kind(enum.IntEnum):
     STREAM_END = 6  # the streamed answer is complete
     CANCEL = 7  # the requester gave up on a call id
     CLOSE = 8  # please close (raises CloseRequested on the other side)
-    LOG = 9  # a logging record from the child
-    CREDIT = 10  # the requester consumed stream items; the sender may send more
+    CREDIT = 9  # the requester consumed stream items; the sender may send more
 
 
 _KINDS: Final = {int(k): k for k in Kind}
@@ -177,29 +175,33 @@ def loads(frame: RawFrame) -> Any:
 
 
 def _describe(obj: Any) -> str:
-    text = repr(obj)
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__qualname__} object>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 _channel_bytes: dict[tuple[type, Hashable], bytes] = {}
+_FLAT_CHANNELS: Final = frozenset({str, int, bytes})
 _channel_values: dict[bytes, Hashable] = {}
 _CHANNEL_CACHE: Final = 1024
 
 
 def _encode_channel(channel: Hashable) -> bytes:
-    if channel is None:
-        return b""
-    key = (type(channel), channel)  # 1, 1.0 and True are equal, but not the same channel
     try:
-        return _channel_bytes[key]
-    except (KeyError, TypeError):
-        pass
+        hash(channel)
+    except TypeError:
+        raise TypeError(
+            f"a channel must be hashable (a str, an int, a tuple of them...), got {channel!r}"
+        ) from None
     body, buffers = dumps(channel)
     if buffers or len(body) > 0xFFFF:
         raise SerializationError(f"channel {_describe(channel)} is too large; use a short name")
-    if len(_channel_bytes) < _CHANNEL_CACHE:
-        with contextlib.suppress(TypeError):  # unhashable: the receiver will refuse it
-            _channel_bytes[key] = body
+    # Cached by (type, value) only for flat channels: 1, 1.0 and True are equal but
+    # not the same channel, and inside a tuple the type would be lost from the key.
+    if type(channel) in _FLAT_CHANNELS and len(_channel_bytes) < _CHANNEL_CACHE:
+        _channel_bytes[type(channel), channel] = body
     return body
 
 
@@ -241,7 +243,11 @@ def channel_bytes(channel: Hashable) -> bytes:
     """The wire form of ``channel`` (cached; empty for the default channel)."""
     if channel is None:
         return b""
-    return _channel_bytes.get((type(channel), channel)) or _encode_channel(channel)
+    if type(channel) in _FLAT_CHANNELS:
+        cached = _channel_bytes.get((type(channel), channel))
+        if cached is not None:
+            return cached
+    return _encode_channel(channel)
 
 
 def encode_frame(
@@ -286,8 +292,9 @@ def _frame_pieces(
     length = _FIXED + 8 * len(views) + len(raw_channel) + len(body) + sum(lengths)
     if length > max_frame_size:
         raise SerializationError(
-            f"a frame of {length:,} bytes exceeds the maximum frame size of "
-            f"{max_frame_size:,} bytes; send the data in parts, or raise max_frame_size="
+            f"a frame of {length:,} bytes exceeds the maximum frame size "
+            f"(max_frame_size={max_frame_size:,} bytes); send the data in parts "
+            "(several calls, or a stream)"
         )
     head = HEADER.pack(length, kind, len(views), priority, call_id, len(raw_channel))
     if lengths:
