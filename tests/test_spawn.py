@@ -299,3 +299,44 @@ def test_a_script_without_a_main_guard_spawns_its_own_classes(tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["5", "5"]
+
+
+async def test_closing_ends_a_stream_still_held_by_the_caller() -> None:
+    async with corral.spawn(Echo) as echo:
+        stream = echo.count(1_000_000)
+        async for i in stream:
+            if i == 3:
+                break
+        with anyio.fail_after(3):  # not the 5 s grace: the child ends the stream itself
+            await echo.aclose()
+        assert echo.statistics().last_exit == 0
+
+
+async def test_set_attr_refuses_private_names_and_nowait_refuses_generators() -> None:
+    async with corral.spawn(Echo) as echo:
+        with pytest.raises(AttributeError, match="private"):
+            await echo.set_attr("_hidden", 1)
+        with pytest.raises(TypeError, match="generator method"):
+            echo.count.nowait(3)
+        await echo.set_attr("echo", 5)  # a method replaced by a value is a value now
+        assert await echo.echo == 5
+
+
+async def failing_worker(messenger: corral.Messenger) -> None:
+    await messenger.receive()
+    raise RuntimeError("worker gave up")
+
+
+async def returning_worker(messenger: corral.Messenger) -> None:
+    await messenger.receive()
+
+
+async def test_open_worker_failure_shows_its_traceback_and_a_return_stops_it() -> None:
+    async with corral.open_worker(failing_worker) as worker:
+        await worker.send("go")
+        with pytest.raises(corral.WorkerCrashed, match="worker gave up"):
+            await worker.request("anything")
+    async with corral.open_worker(returning_worker) as worker:
+        await worker.send("go")
+        with pytest.raises(corral.WorkerStopped):
+            await worker.request("anything")
