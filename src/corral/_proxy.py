@@ -20,7 +20,7 @@ from ._errors import SerializationError, WorkerStopped
 from ._messenger import Messages, Messenger, ReplyStream
 from ._service import RestartPolicy, Service, ServiceState
 from ._serving import CALLS, NOWAIT, Member, Op
-from ._wire import dumps, wrap_large
+from ._wire import BINARY, dumps, wrap_large
 from ._worker import is_async_callable
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class Proxy(Generic[T]):
         counts: list[int] = self._counts
         counts[0] += 1
         counts[2] += 1
-        if args:  # a large bytes-like argument travels out of band
+        if args and any(type(a) in BINARY for a in args):  # large ones travel out of band
             args = tuple(map(wrap_large, args))
         try:
             return await messenger.request((op, name, args, kwargs), channel=CALLS)

@@ -124,9 +124,12 @@ class _OutOfBand:
         return _REBUILD[type(self.data)], (pickle.PickleBuffer(self.data),)
 
 
+BINARY: Final = frozenset(_REBUILD)
+
+
 def wrap_large(value: Any) -> Any:
     """Mark ``value`` for out-of-band transfer when it is a large binary payload."""
-    if type(value) in _REBUILD and len(value) >= OOB_THRESHOLD:
+    if type(value) in BINARY and len(value) >= OOB_THRESHOLD:
         if type(value) is memoryview and not value.c_contiguous:
             return value
         return _OutOfBand(value)
@@ -384,6 +387,9 @@ class FrameDecoder:
                 )
                 frames.append(RawFrame(_KINDS[kind], call_id, channel, priority, buf[body_at:end]))
                 start = self._start = end
+            if start == stop and self._head is None:  # all consumed: nothing partial to track
+                self._start = self._end = 0
+                return frames
             while (frame := self._next()) is not None:
                 frames.append(frame)
         except ProtocolError as error:
