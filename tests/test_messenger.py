@@ -23,8 +23,8 @@ import pytest
 
 import corral
 from corral import Messenger, Request
+from corral._answers import STREAM_WINDOW
 from corral._connection import open_connection
-from corral._messenger import STREAM_WINDOW
 from corral._wire import DEFAULT_MAX_FRAME
 
 pytestmark = pytest.mark.anyio

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import corral
-from corral import _wire
+from corral import _codec, _wire
 from corral._wire import (
     HEADER,
     OOB_THRESHOLD,
@@ -638,7 +638,7 @@ def test_any_pickling_failure_is_a_serialization_error(make: Callable[[], Any]) 
 def test_a_channel_keeps_its_type_after_an_equal_channel_was_sent(
     monkeypatch: pytest.MonkeyPatch, first: Hashable, second: Hashable
 ) -> None:
-    monkeypatch.setattr(_wire, "_channel_bytes", {})
+    monkeypatch.setattr(_codec, "_channel_bytes", {})
     for channel in (first, second, first):
         (frame,) = iter_frames(join(encode(Kind.MESSAGE, None, channel=channel)))
         assert frame.channel == channel

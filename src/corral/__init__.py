@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from ._answers import Request as Request
 from ._errors import CloseRequested as CloseRequested
 from ._errors import CorralError as CorralError
 from ._errors import HooksFailed as HooksFailed
@@ -23,12 +24,9 @@ from ._errors import WorkerStopped as WorkerStopped
 from ._hooks import HookResults as HookResults
 from ._hooks import Hooks as Hooks
 from ._messenger import Messenger as Messenger
-from ._messenger import Request as Request
 from ._proxy import Proxy as Proxy
 from ._proxy import ProxyStatistics as ProxyStatistics
 from ._proxy import RemoteAttribute as RemoteAttribute
-from ._proxy import open_worker as open_worker
-from ._proxy import spawn as spawn
 from ._run import run as run
 from ._scheduler import IntervalWorker as IntervalWorker
 from ._serving import messenger as messenger
@@ -38,6 +36,8 @@ from ._specs import event_worker as event_worker
 from ._specs import interval as interval
 from ._specs import loop_worker as loop_worker
 from ._specs import queue_worker as queue_worker
+from ._standalone import open_worker as open_worker
+from ._standalone import spawn as spawn
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import SupervisorStatistics as SupervisorStatistics
 from ._timing import Timer as Timer

@@ -24,10 +24,11 @@ from typing import Any, Final, NoReturn
 
 import anyio
 
+from ._answers import Request
 from ._connection import open_connection
 from ._errors import CloseRequested, StartupError
 from ._logs import LogForwarder
-from ._messenger import Messenger, Request
+from ._messenger import Messenger
 from ._serving import Server, set_current
 from ._spawn import BOOT_CHANNEL, Boot
 from ._wire import FrameDecoder, RawFrame, loads

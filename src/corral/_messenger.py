@@ -13,27 +13,34 @@ dropped.
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import itertools
 import logging
-import pickle
-import traceback
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, Final, final
 
 import anyio
 
+from ._answers import (
+    Failed,
+    Messages,
+    ReplyStream,
+    Request,
+    StreamState,
+    failure_payload,
+    rebuild_failure,
+    resolve,
+    unpack,
+    wake,
+)
 from ._connection import Connection, Future
-from ._errors import CloseRequested, RemoteError, SerializationError
+from ._errors import CloseRequested, SerializationError
+from ._inbox import Inboxes
 from ._wire import (
     BINARY,
     DEFAULT_MAX_FRAME,
     Kind,
     RawFrame,
     channel_bytes,
-    dumps,
     encode_frame,
     loads,
     wrap_large,
@@ -53,187 +60,6 @@ _CREDIT: Final = Kind.CREDIT
 _CLOSE: Final = Kind.CLOSE
 
 LAST: Final = 0x7FFF  # the lowest priority: goes after everything queued
-STREAM_WINDOW: Final = 64  # stream items in flight before the sender waits for credit
-_CLOSED: Final = object()
-
-
-@final
-class Request:
-    """A request received from the other side; answer it with :meth:`reply` or :meth:`fail`.
-
-    :attr:`value` is what was sent; :attr:`channel` where. Answering twice,
-    or after the requester gave up (:attr:`cancelled`), does nothing.
-    """
-
-    __slots__ = (
-        "_credit",
-        "_credit_slot",
-        "_done",
-        "_messenger",
-        "call_id",
-        "cancelled",
-        "channel",
-        "on_cancel",
-        "value",
-    )
-
-    def __init__(self, messenger: Messenger, call_id: int, channel: Hashable, value: Any) -> None:
-        self._messenger = messenger
-        self.call_id = call_id
-        self.channel = channel
-        self.value = value
-        self.cancelled = False
-        self.on_cancel: Callable[[], object] | None = None
-        """Called when the requester gives up (to stop the work)."""
-        self._done = False
-        self._credit = STREAM_WINDOW
-        self._credit_slot: Future | None = None
-
-    def __repr__(self) -> str:
-        return f"<Request #{self.call_id} on {self.channel!r}>"
-
-    def reply(self, value: Any) -> None:
-        """Send ``value`` back as the answer (a large bytes-like travels out of band).
-
-        A value that will not pickle is answered with a
-        :class:`~corral.SerializationError` instead.
-        """
-        self._answer(_REPLY, wrap_large(value))
-
-    def fail(self, error: BaseException) -> None:
-        """Answer with ``error``: the requester's ``await`` raises it."""
-        self._answer(_FAILURE, failure_payload(error))
-
-    async def send_item(self, value: Any) -> None:
-        """Stream one item of the answer; waits while the requester is behind."""
-        while self._credit <= 0 and not self._done and not self.cancelled:
-            self._credit_slot = self._messenger._connection_or_raise().future()
-            await self._credit_slot
-        if self._done or self.cancelled:
-            return
-        self._credit -= 1
-        self._messenger._send(_STREAM_ITEM, wrap_large(value), self.call_id, self.channel)
-
-    def end_stream(self) -> None:
-        """The streamed answer is complete."""
-        self._answer(_STREAM_END, None)
-
-    def _add_credit(self, n: int) -> None:
-        self._credit += n
-        if self._credit_slot is not None:
-            _resolve(self._credit_slot, None)
-            self._credit_slot = None
-
-    def _cancel(self) -> None:
-        self.cancelled = True
-        self._add_credit(0)
-        if self.on_cancel is not None:
-            self.on_cancel()
-
-    def _answer(self, kind: Kind, payload: Any) -> None:
-        if self._done:
-            return
-        self._done = True
-        messenger = self._messenger
-        messenger._requests_in.pop(self.call_id, None)
-        if self.cancelled or not messenger._writable():
-            return
-        try:
-            messenger._send(kind, payload, self.call_id, self.channel)
-        except SerializationError as error:
-            error.add_note("(raised in the other process while sending the answer)")
-            messenger._send(_FAILURE, failure_payload(error), self.call_id, self.channel)
-
-
-class _Inbox:
-    """One channel's received values, lowest priority first, then in arrival order."""
-
-    __slots__ = ("heap", "waiters")
-
-    def __init__(self) -> None:
-        self.heap: list[tuple[int, int, Any]] = []
-        self.waiters: deque[Future] = deque()
-
-    def wake_one(self) -> None:
-        if self.waiters:
-            _resolve(self.waiters.popleft(), None)
-
-
-class _StreamState:
-    """What arrives for a streamed answer (held by the messenger while it is pending)."""
-
-    __slots__ = ("done", "error", "items", "waiter")
-
-    def __init__(self) -> None:
-        self.items: deque[RawFrame] = deque()
-        self.waiter: Future | None = None
-        self.done = False
-        self.error: BaseException | None = None
-
-
-@final
-class ReplyStream:
-    """The answer to :meth:`Messenger.request_stream`: an async iterator of items."""
-
-    __slots__ = ("_consumed", "_messenger", "_state", "call_id", "channel", "priority")
-
-    def __init__(
-        self, messenger: Messenger, call_id: int, channel: Hashable, priority: int
-    ) -> None:
-        self._messenger = messenger
-        self._state = _StreamState()
-        self._consumed = 0
-        self.call_id = call_id
-        self.channel = channel
-        self.priority = priority
-
-    def __aiter__(self) -> ReplyStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        messenger = self._messenger
-        state = self._state
-        while not state.items:
-            if state.done:
-                self._finish()
-                if state.error is not None:
-                    raise state.error
-                raise StopAsyncIteration
-            state.waiter = messenger._connection_or_raise().future()
-            try:
-                await state.waiter
-            except BaseException:
-                self._finish()
-                raise
-        frame = state.items.popleft()
-        if frame.kind is _STREAM_END:
-            self._finish()
-            raise StopAsyncIteration
-        try:
-            item = messenger._result(frame)
-        except BaseException:
-            self._finish()
-            raise
-        self._consumed += 1
-        if self._consumed == STREAM_WINDOW // 2:
-            self._consumed = 0
-            messenger._send(_CREDIT, STREAM_WINDOW // 2, self.call_id, self.channel)
-        return item
-
-    async def aclose(self) -> None:
-        """Stop the stream; the other side is told to stop producing."""
-        self._finish()
-
-    def _finish(self) -> None:
-        self._state.done = True
-        self._state.items.clear()
-        if self._messenger._pending.pop(self.call_id, None) is not None:
-            self._messenger._cancel(self.call_id, self.channel, self.priority)
-
-    def __del__(self) -> None:
-        if not self._state.done:  # abandoned without aclose(): tell the other side
-            with contextlib.suppress(Exception):
-                self._finish()
 
 
 @final
@@ -253,11 +79,10 @@ class Messenger:
         self.max_frame_size = max_frame_size
         self._connection: Connection | None = None
         self._ids = itertools.count(1)
-        self._order = itertools.count()
-        self._pending: dict[int, tuple[Hashable, Future | _StreamState]] = {}
+        self._pending: dict[int, tuple[Hashable, Future | StreamState]] = {}
         self._requests_in: dict[int, Request] = {}
-        self._inboxes: dict[Hashable, _Inbox] = {}
-        self._request_inboxes: dict[Hashable, _Inbox] = {}
+        self._inboxes = Inboxes()
+        self._request_inboxes = Inboxes()
         self._handlers: dict[Hashable, Callable[[Any], None]] = {}
         self._request_handlers: dict[Hashable, Callable[[Request], None]] = {}
         self._close_requested = False
@@ -305,16 +130,14 @@ class Messenger:
         :class:`~corral.CloseRequested` once a close was requested and the
         channel is empty, or the reason the connection ended.
         """
-        return _unpack(await self._take(self._inboxes, channel))
+        return unpack(await self._inboxes.get(channel, self._future, self._check_receivable))
 
     def receive_nowait(self, channel: Hashable = None) -> Any:
         """Like :meth:`receive`, but raises :class:`anyio.WouldBlock` when nothing waits."""
-        inbox = self._inboxes.get(channel)
-        if inbox is not None and inbox.heap:
-            return _unpack(heapq.heappop(inbox.heap)[2])
-        self._raise_if_ended()
-        if self._close_requested:
-            raise CloseRequested(f"{self.name}: the other side asked to close")
+        found, value = self._inboxes.pop(channel)
+        if found:
+            return unpack(value)
+        self._check_receivable()
         raise anyio.WouldBlock
 
     def messages(self, channel: Hashable = None) -> AsyncIterator[Any]:
@@ -326,7 +149,9 @@ class Messenger:
 
     async def receive_request(self, channel: Hashable = None) -> Request:
         """The next request sent on ``channel``; answer it with ``reply`` or ``fail``."""
-        request: Request = await self._take(self._request_inboxes, channel)
+        request: Request = await self._request_inboxes.get(
+            channel, self._future, self._check_receivable
+        )
         return request
 
     # -- request and reply -----------------------------------------------------------
@@ -420,12 +245,12 @@ class Messenger:
                 entry = self._pending.pop(frame.call_id, None)
                 if entry is not None:
                     waiter = entry[1]
-                    if isinstance(waiter, _StreamState):
+                    if isinstance(waiter, StreamState):
                         waiter.items.append(frame)
                         waiter.done = True
-                        _wake(waiter)
+                        wake(waiter)
                     else:
-                        _resolve(waiter, frame)
+                        resolve(waiter, frame)
             elif kind is _REQUEST:
                 self._request_received(frame)
             elif kind is _MESSAGE or kind is _FAILURE:
@@ -435,10 +260,10 @@ class Messenger:
                     entry = self._pending.pop(frame.call_id, None)
                 else:
                     entry = self._pending.get(frame.call_id)
-                if entry is not None and isinstance(entry[1], _StreamState):
+                if entry is not None and isinstance(entry[1], StreamState):
                     entry[1].items.append(frame)
                     entry[1].done = kind is _STREAM_END
-                    _wake(entry[1])
+                    wake(entry[1])
             elif kind is _CANCEL:
                 request = self._requests_in.pop(frame.call_id, None)
                 if request is not None:
@@ -464,12 +289,12 @@ class Messenger:
         if self._error is None:
             self._error = error
         for _, waiter in list(self._pending.values()):
-            if isinstance(waiter, _StreamState):
+            if isinstance(waiter, StreamState):
                 waiter.done = True
                 waiter.error = error
-                _wake(waiter, error)
+                wake(waiter, error)
             else:
-                _resolve(waiter, None, error)
+                resolve(waiter, None, error)
         for request in list(self._requests_in.values()):
             request._cancel()
         self._wake_all(error)
@@ -536,16 +361,16 @@ class Messenger:
                 self._requests_in[frame.call_id] = request
         else:
             self._requests_in[frame.call_id] = request
-            self._deliver(self._request_inboxes, frame.channel, frame.priority, request)
+            self._request_inboxes.put(frame.channel, frame.priority, request)
 
     def _message_received(self, frame: RawFrame) -> None:
         try:
             value: Any = loads(frame)
         except Exception as error:
-            value = _Failed(SerializationError(f"a message would not unpickle: {error!r}"))
+            value = Failed(SerializationError(f"a message would not unpickle: {error!r}"))
         else:
             if frame.kind is _FAILURE:
-                value = _Failed(rebuild_failure(value))
+                value = Failed(rebuild_failure(value))
         handler = self._handlers.get(frame.channel)
         if handler is not None:
             try:
@@ -553,121 +378,17 @@ class Messenger:
             except Exception:  # the handler's bug: log it, don't break the stream
                 logger.exception("%s: the handler for channel %r raised", self.name, frame.channel)
         else:
-            self._deliver(self._inboxes, frame.channel, frame.priority, value)
-
-    def _deliver(
-        self, inboxes: dict[Hashable, _Inbox], channel: Hashable, priority: int, value: Any
-    ) -> None:
-        inbox = inboxes.get(channel)
-        if inbox is None:
-            inbox = inboxes[channel] = _Inbox()
-        heapq.heappush(inbox.heap, (priority, next(self._order), value))
-        inbox.wake_one()
-
-    async def _take(self, inboxes: dict[Hashable, _Inbox], channel: Hashable) -> Any:
-        inbox = inboxes.get(channel)
-        if inbox is None:
-            inbox = inboxes[channel] = _Inbox()
-        while not inbox.heap:
-            self._raise_if_ended()
-            if self._close_requested:
-                raise CloseRequested(f"{self.name}: the other side asked to close")
-            assert self._connection is not None, "messenger used before attach()"
-            waiter = self._connection.future()
-            inbox.waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter in inbox.waiters:
-                    inbox.waiters.remove(waiter)
-                elif inbox.heap:  # woken for a value it will not take: pass it on
-                    inbox.wake_one()
-                raise
-        return heapq.heappop(inbox.heap)[2]
+            self._inboxes.put(frame.channel, frame.priority, value)
 
     def _wake_all(self, error: BaseException) -> None:
-        for inboxes in (self._inboxes, self._request_inboxes):
-            for inbox in inboxes.values():
-                while inbox.waiters:  # each re-checks and raises
-                    inbox.wake_one()
+        self._inboxes.wake_all()  # each receiver re-checks, and raises
+        self._request_inboxes.wake_all()
 
+    def _future(self) -> Future:
+        assert self._connection is not None, "messenger used before attach()"
+        return self._connection.future()
 
-class Messages:
-    """``async for value in ...``: calls ``receive(channel)`` until it raises ``end``."""
-
-    __slots__ = ("_channel", "_end", "_receive")
-
-    def __init__(
-        self,
-        receive: Callable[[Hashable], Awaitable[Any]],
-        channel: Hashable,
-        end: type[BaseException],
-    ) -> None:
-        self._receive = receive
-        self._channel = channel
-        self._end = end
-
-    def __aiter__(self) -> Messages:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self._receive(self._channel)
-        except self._end:
-            raise StopAsyncIteration from None
-
-
-class _Failed:
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _unpack(value: Any) -> Any:
-    if type(value) is _Failed:
-        raise value.error
-    return value
-
-
-def _wake(stream: _StreamState, error: BaseException | None = None) -> None:
-    if stream.waiter is not None:
-        _resolve(stream.waiter, None, error)
-
-
-def _resolve(future: Future, value: Any, error: BaseException | None = None) -> None:
-    if not future.done():
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
-
-
-def failure_payload(error: BaseException) -> tuple[bytes | None, str, str, str]:
-    """What crosses the wire for an exception: its pickle if it has one, and its text."""
-    text = "".join(traceback.format_exception(error))
-    name = f"{type(error).__module__}.{type(error).__qualname__}"
-    try:
-        body, buffers = dumps(error)
-        carried = None if buffers else body
-    except Exception:
-        carried = None
-    return (carried, name, str(error), text)
-
-
-def rebuild_failure(payload: Any) -> BaseException:
-    """The exception to raise for a failure payload (see :func:`failure_payload`)."""
-    try:
-        carried, type_name, message, text = payload
-    except (TypeError, ValueError):
-        return RemoteError("unknown", repr(payload), "")
-    try:
-        error = pickle.loads(carried) if carried is not None else None
-    except Exception:
-        error = None
-    if isinstance(error, Exception):
-        error.add_note(f"Remote traceback:\n{text.rstrip()}")
-        return error
-    # Not raised as itself: a remote CancelledError or SystemExit would pass for
-    # this task's own cancellation or exit.
-    return RemoteError(type_name, message, text)
+    def _check_receivable(self) -> None:
+        self._raise_if_ended()
+        if self._close_requested:
+            raise CloseRequested(f"{self.name}: the other side asked to close")

@@ -83,7 +83,7 @@ class Service:
         self._target = (fn, args, kwargs)
         self._log_level = log_level
         self._max_frame_size = max_frame_size
-        self._on_failure = on_failure
+        self.on_failure = on_failure
         self.state: ServiceState = "starting"
         self.members: dict[str, Member] = {}
         self.messenger: Messenger | None = None
@@ -265,8 +265,8 @@ class Service:
         self.state = "failed"
         self.error = failure
         logger.error("child %r failed and will not be restarted: %s", self.name, failure)
-        if self._on_failure is not None:
-            self._on_failure(self.name, failure)
+        if self.on_failure is not None:
+            self.on_failure(self.name, failure)
 
     # -- for proxies and owners ----------------------------------------------------------
 

@@ -20,8 +20,9 @@ from typing import Any, Final, TypeVar
 import anyio
 import anyio.abc
 
+from ._answers import Request
 from ._errors import WorkerStopped
-from ._messenger import Messenger, Request
+from ._messenger import Messenger
 
 logger = logging.getLogger(__name__)
 

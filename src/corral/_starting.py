@@ -1,8 +1,9 @@
 """The ways to start a worker: ``every``, ``queue_worker``, ``event_worker``,
-``loop_worker`` (each also a decorator) and ``start_worker`` for specs.
+``loop_worker`` (each also a decorator), ``start_worker`` for specs, and
+``spawn`` for an object in a child process.
 
-They only build a checked :class:`WorkerSpec`; the supervisor behind them
-starts it. Kept apart from the supervisor's lifecycle, which is the other
+They only build a checked :class:`WorkerSpec` (or :class:`Service`); the
+supervisor behind them starts it. Kept apart from the supervisor's lifecycle, which is the other
 half of what a supervisor is.
 """
 
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
+from ._proxy import Proxy
 from ._scheduler import IntervalWorker
+from ._service import RestartPolicy, Service
 from ._specs import ErrorHandler, Fn, W, WorkerKind, WorkerSpec
 from ._workers import EventWorker, LoopWorker, QueueWorker
+
+T = TypeVar("T")
 
 
 class WorkerStarter(abc.ABC):
@@ -27,6 +32,68 @@ class WorkerStarter(abc.ABC):
     @abc.abstractmethod
     def _check_running(self) -> None:
         """Raise unless workers can be started now, from this thread."""
+
+    @abc.abstractmethod
+    def _unique_name(self, name: str | None, fn: Any) -> str:
+        """``name``, checked to be free, or one made from ``fn``'s name."""
+
+    @abc.abstractmethod
+    async def _adopt(self, service: Service) -> None:
+        """Run ``service``'s manager task until its child is ready (the supervisor's half)."""
+
+    async def spawn(
+        self,
+        target: Callable[..., T],
+        /,
+        *args: Any,
+        name: str | None = None,
+        cpu: int | tuple[int, ...] | list[int] | None = None,
+        restart: RestartPolicy = "never",
+        max_restarts: int = 3,
+        restart_window: float = 5.0,
+        startup_timeout: float = 30.0,
+        log_level: int | None = None,
+        **kwargs: Any,
+    ) -> Proxy[T]:
+        """Start ``target(*args, **kwargs)`` in a child process; returns a :class:`~corral.Proxy`.
+
+        >>> async def main() -> None:
+        ...     async with corral.Supervisor() as sup:
+        ...         cam = await sup.spawn(Camera, "/dev/video0", cpu=1, restart="on-failure")
+        ...         await cam.start_capture(fps=30)
+
+        ``target`` is a class (or any callable returning the object to serve),
+        cloudpickled to the child, so classes defined in ``__main__`` work.
+        Returns once the object is constructed; a constructor that raises
+        raises :class:`~corral.StartupError` here, with the child's traceback.
+        ``cpu`` pins the child to a core (or cores) before user code is
+        imported there.
+
+        ``restart``: ``"never"`` (a crash fails the supervisor, as an
+        unhandled worker failure does), ``"on-failure"`` (restart after a
+        crash or non-zero exit) or ``"always"``; more than ``max_restarts``
+        restarts within ``restart_window`` seconds fails the supervisor. Calls
+        in flight when the child dies raise :class:`~corral.WorkerCrashed`;
+        calls made while it restarts wait for the new child. Leaving the block
+        closes the child gracefully (see :meth:`Proxy.aclose`), within
+        ``shutdown_timeout``.
+        """
+        self._check_running()
+        service = Service(
+            "service",
+            target,
+            args,
+            kwargs,
+            name=self._unique_name(name, target),
+            cpu=cpu,
+            restart=restart,
+            max_restarts=max_restarts,
+            restart_window=restart_window,
+            startup_timeout=startup_timeout,
+            log_level=log_level,
+        )
+        await self._adopt(service)
+        return Proxy(service)
 
     def start_worker(self, spec: WorkerSpec[W], /, *args: Any, **overrides: Any) -> W:
         """Start the worker a spec describes; returns its handle.

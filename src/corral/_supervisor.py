@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, final
@@ -18,7 +17,7 @@ from ._eventloop import LoopHandle
 from ._hooks import HookResults, Hooks
 from ._proxy import Proxy, ProxyStatistics
 from ._scheduler import IntervalWorker, Scheduler
-from ._service import RestartPolicy, Service
+from ._service import Service
 from ._specs import W, WorkerSpec
 from ._starting import WorkerStarter
 from ._threads import ThreadPool
@@ -269,67 +268,16 @@ class Supervisor(WorkerStarter):
 
     # -- starting workers (the public ways are in WorkerStarter) ------------------
 
-    async def spawn(
-        self,
-        target: Callable[..., T],
-        /,
-        *args: Any,
-        name: str | None = None,
-        cpu: int | tuple[int, ...] | list[int] | None = None,
-        restart: RestartPolicy = "never",
-        max_restarts: int = 3,
-        restart_window: float = 5.0,
-        startup_timeout: float = 30.0,
-        log_level: int | None = None,
-        **kwargs: Any,
-    ) -> Proxy[T]:
-        """Start ``target(*args, **kwargs)`` in a child process; returns a :class:`~corral.Proxy`.
-
-        >>> async def main() -> None:
-        ...     async with Supervisor() as sup:
-        ...         cam = await sup.spawn(Camera, "/dev/video0", cpu=1, restart="on-failure")
-        ...         await cam.start_capture(fps=30)
-
-        ``target`` is a class (or any callable returning the object to serve),
-        cloudpickled to the child, so classes defined in ``__main__`` work.
-        Returns once the object is constructed; a constructor that raises
-        raises :class:`~corral.StartupError` here, with the child's traceback.
-        ``cpu`` pins the child to a core (or cores) before user code is
-        imported there.
-
-        ``restart``: ``"never"`` (a crash fails the supervisor, as an
-        unhandled worker failure does), ``"on-failure"`` (restart after a
-        crash or non-zero exit) or ``"always"``; more than ``max_restarts``
-        restarts within ``restart_window`` seconds fails the supervisor. Calls
-        in flight when the child dies raise :class:`~corral.WorkerCrashed`;
-        calls made while it restarts wait for the new child. Leaving the block
-        closes the child gracefully (see :meth:`Proxy.aclose`), within
-        ``shutdown_timeout``.
-        """
+    async def _adopt(self, service: Service) -> None:
         runtime = self._running()
-        name = self._unique_name(name, target)
-        service = Service(
-            "service",
-            target,
-            args,
-            kwargs,
-            name=name,
-            cpu=cpu,
-            restart=restart,
-            max_restarts=max_restarts,
-            restart_window=restart_window,
-            startup_timeout=startup_timeout,
-            log_level=log_level,
-            on_failure=self._failed,
-        )
-        self._children[name] = service
+        service.on_failure = self._failed  # a child given up on fails the supervisor
+        self._children[service.name] = service
         try:
-            await runtime.task_group.start(service.run, name=f"corral-child:{name}")
+            await runtime.task_group.start(service.run, name=f"corral-child:{service.name}")
         except BaseException:
-            del self._children[name]
+            del self._children[service.name]
             raise
-        logger.debug("supervisor %r spawned %r (pid %s)", self.name, name, service.child)
-        return Proxy(service)
+        logger.debug("supervisor %r spawned %r", self.name, service)
 
     def _start(self, spec: WorkerSpec[W]) -> W:
         runtime = self._running()

@@ -1,4 +1,4 @@
-"""Framing and the codec: bytes in, frames out, and back. Pure: no I/O here.
+"""Framing: frames to bytes and bytes to frames. Pure: no I/O here.
 
 A frame on the wire::
 
@@ -13,11 +13,7 @@ A frame on the wire::
     ...  body            pickle protocol 5
     ...  buffers         raw bytes, one after another
 
-The body is pickled with the C pickler; cloudpickle steps in only for what
-that cannot carry faithfully (lambdas, closures, anything from ``__main__``),
-which keeps a small call at ~0.4 µs instead of ~2.8 µs. A large top-level
-``bytes``/``bytearray``/``memoryview`` travels as an out-of-band buffer: it is
-written from where it lies and read straight into its own buffer.
+How values become bodies and buffers is ``_codec``'s business.
 """
 
 from __future__ import annotations
@@ -28,9 +24,36 @@ import struct
 from collections.abc import Hashable, Sequence
 from typing import Any, Final
 
-import cloudpickle
-
+from ._codec import (
+    BINARY,
+    OOB_THRESHOLD,
+    PROTOCOL,
+    channel_bytes,
+    decode_channel,
+    dumps,
+    dumps_inband,
+    wrap_large,
+)
 from ._errors import ProtocolError, SerializationError
+
+# the codec's names the rest of corral (and the tests) reach through here
+__all__ = [
+    "BINARY",
+    "DEFAULT_MAX_FRAME",
+    "HEADER",
+    "OOB_THRESHOLD",
+    "FrameDecoder",
+    "Kind",
+    "RawFrame",
+    "channel_bytes",
+    "dumps",
+    "dumps_inband",
+    "encode",
+    "encode_frame",
+    "iter_frames",
+    "loads",
+    "wrap_large",
+]
 
 HEADER: Final = struct.Struct("<IBBhQH")
 _BUFLEN: Final = struct.Struct("<Q")
@@ -40,9 +63,7 @@ _unpack_header: Final = HEADER.unpack_from
 _pack_header: Final = HEADER.pack
 _pickle_dumps: Final = pickle.dumps
 DEFAULT_MAX_FRAME: Final = 1 << 30  # 1 GiB
-OOB_THRESHOLD: Final = 64 * 1024  # smaller payloads are cheaper in-band
 _MAX_BUFFERS: Final = 255
-_PROTOCOL: Final = 5
 
 
 class Kind(enum.IntEnum):
@@ -90,139 +111,12 @@ class RawFrame:
         )
 
 
-# -- the codec ----------------------------------------------------------------------
-
-
-def _rebuild_bytes(buffer: Any) -> bytes:
-    return bytes(buffer)
-
-
-def _rebuild_bytearray(buffer: Any) -> bytearray:
-    return buffer if isinstance(buffer, bytearray) else bytearray(buffer)
-
-
-def _rebuild_memoryview(buffer: Any) -> memoryview:
-    return memoryview(buffer)
-
-
-_REBUILD: Final = {
-    bytes: _rebuild_bytes,
-    bytearray: _rebuild_bytearray,
-    memoryview: _rebuild_memoryview,
-}
-
-
-class _OutOfBand:
-    """Wraps a large binary payload so it pickles as an out-of-band buffer."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes | bytearray | memoryview) -> None:
-        self.data = data
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        return _REBUILD[type(self.data)], (pickle.PickleBuffer(self.data),)
-
-
-BINARY: Final = frozenset(_REBUILD)
-
-
-def wrap_large(value: Any) -> Any:
-    """Mark ``value`` for out-of-band transfer when it is a large binary payload."""
-    if type(value) in BINARY and len(value) >= OOB_THRESHOLD:
-        if type(value) is memoryview and not value.c_contiguous:
-            return value
-        return _OutOfBand(value)
-    return value
-
-
-def dumps(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
-    """Pickle ``obj``; returns the body and its out-of-band buffers.
-
-    Raises :class:`~corral.SerializationError` when neither pickle nor
-    cloudpickle can carry it.
-    """
-    buffers: list[pickle.PickleBuffer] = []
-    try:
-        body = pickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
-        # pickle writes a reference to __main__ (or a local object) that the other
-        # process cannot resolve; cloudpickle sends those by value instead.
-        if b"__main__" not in body:
-            return body, buffers
-    except Exception:
-        pass
-    buffers.clear()
-    try:
-        body = cloudpickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
-    except Exception as error:
-        raise SerializationError(
-            f"cannot pickle {_describe(obj)}: {type(error).__name__}: {error}. "
-            "Send plain data (numbers, strings, containers, dataclasses) or make the "
-            "object picklable (define __reduce__ or __getstate__)"
-        ) from error
-    return body, buffers
-
-
-def dumps_inband(obj: Any) -> bytes:
-    """Pickle ``obj`` into one ``bytes`` (no out-of-band buffers)."""
-    body, buffers = dumps(obj)
-    if not buffers:
-        return body
-    result: bytes = cloudpickle.dumps(obj, _PROTOCOL)
-    return result
+# -- framing -----------------------------------------------------------------------
 
 
 def loads(frame: RawFrame) -> Any:
     """Unpickle a frame's body; raises what unpickling raised."""
     return pickle.loads(frame.body, buffers=frame.buffers)
-
-
-def _describe(obj: Any) -> str:
-    try:
-        text = repr(obj)
-    except Exception:
-        text = f"<{type(obj).__qualname__} object>"
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-_channel_bytes: dict[tuple[type, Hashable], bytes] = {}
-_FLAT_CHANNELS: Final = frozenset({str, int, bytes})
-_channel_values: dict[bytes, Hashable] = {}
-_CHANNEL_CACHE: Final = 1024
-
-
-def _encode_channel(channel: Hashable) -> bytes:
-    try:
-        hash(channel)
-    except TypeError:
-        raise TypeError(
-            f"a channel must be hashable (a str, an int, a tuple of them...), got {channel!r}"
-        ) from None
-    body, buffers = dumps(channel)
-    if buffers or len(body) > 0xFFFF:
-        raise SerializationError(f"channel {_describe(channel)} is too large; use a short name")
-    # Cached by (type, value) only for flat channels: 1, 1.0 and True are equal but
-    # not the same channel, and inside a tuple the type would be lost from the key.
-    if type(channel) in _FLAT_CHANNELS and len(_channel_bytes) < _CHANNEL_CACHE:
-        _channel_bytes[type(channel), channel] = body
-    return body
-
-
-def _decode_channel(raw: bytes) -> Hashable:
-    if not raw:
-        return None
-    try:
-        return _channel_values[raw]
-    except KeyError:
-        pass
-    try:
-        value: Hashable = pickle.loads(raw)
-        hash(value)
-    except Exception as error:
-        raise ProtocolError(f"a frame names a channel that will not unpickle: {error!r}") from None
-    if len(_channel_values) < _CHANNEL_CACHE:
-        _channel_values[raw] = value
-    return value
 
 
 def encode(
@@ -242,24 +136,13 @@ def encode(
     return encode_frame(kind, obj, call_id, channel_bytes(channel), priority, max_frame_size)
 
 
-def channel_bytes(channel: Hashable) -> bytes:
-    """The wire form of ``channel`` (cached; empty for the default channel)."""
-    if channel is None:
-        return b""
-    if type(channel) in _FLAT_CHANNELS:
-        cached = _channel_bytes.get((type(channel), channel))
-        if cached is not None:
-            return cached
-    return _encode_channel(channel)
-
-
 def encode_frame(
     kind: Kind, obj: Any, call_id: int, raw_channel: bytes, priority: int, max_frame_size: int
 ) -> list[bytes | memoryview]:
     """:func:`encode` with the channel already in wire form (the per-call path)."""
     buffers: list[pickle.PickleBuffer] = []
     try:  # the hot path, inlined: most frames are small and plain
-        body = _pickle_dumps(obj, _PROTOCOL, buffer_callback=buffers.append)
+        body = _pickle_dumps(obj, PROTOCOL, buffer_callback=buffers.append)
         if b"__main__" in body:
             body, buffers = dumps(obj)
     except Exception:
@@ -381,7 +264,7 @@ class FrameDecoder:
                 if length < _FIXED or body_at > end:
                     raise ProtocolError("a frame's lengths do not add up: the stream is corrupt")
                 channel = (
-                    _decode_channel(bytes(buf[start + _HEADER_SIZE : body_at]))
+                    decode_channel(bytes(buf[start + _HEADER_SIZE : body_at]))
                     if channel_len
                     else None
                 )
@@ -458,7 +341,7 @@ class FrameDecoder:
         raw_channel, body = self._pending
         buffers = tuple(self._oob)
         self._head, self._pending, self._oob, self._oob_filled = None, None, [], 0
-        return RawFrame(kind, call_id, _decode_channel(raw_channel), priority, body, buffers)
+        return RawFrame(kind, call_id, decode_channel(raw_channel), priority, body, buffers)
 
     def _fill_buffers(self) -> bool:
         """Fill out-of-band buffers from what is buffered; False while one is short."""
