@@ -5,14 +5,19 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean bytecode
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# Each child process imports corral: with its bytecode cached that is ~35 ms
+# faster (an editable install under PYTHONDONTWRITEBYTECODE=1 never caches it).
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q src
+
+demo: bytecode
 	$(BIN)/python -m corral demo
 
 lint: $(STAMP)
@@ -20,11 +25,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+test: lint bytecode
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: bytecode
 	$(BIN)/python benchmarks/interval_workers.py
+	$(BIN)/python benchmarks/rpc.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
