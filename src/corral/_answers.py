@@ -245,14 +245,21 @@ def resolve(future: Future, value: Any, error: BaseException | None = None) -> N
 
 def failure_payload(error: BaseException) -> tuple[bytes | None, str, str, str]:
     """What crosses the wire for an exception: its pickle if it has one, and its text."""
-    text = "".join(traceback.format_exception(error))
     name = f"{type(error).__module__}.{type(error).__qualname__}"
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:
+        text = f"{name}: <the exception's text could not be formatted>\n"
+    try:
+        message = str(error)
+    except Exception:
+        message = "<str() of the exception raised>"
     try:
         body, buffers = dumps(error)
         carried = None if buffers else body
     except Exception:
         carried = None
-    return (carried, name, str(error), text)
+    return (carried, name, message, text)
 
 
 def rebuild_failure(payload: Any) -> BaseException:

@@ -19,6 +19,7 @@ from ._errors import ProtocolError, SerializationError
 
 OOB_THRESHOLD: Final = 64 * 1024  # smaller payloads are cheaper in-band
 PROTOCOL: Final = 5
+MAX_BUFFERS: Final = 255  # out-of-band buffers in one frame
 
 
 def _rebuild_bytes(buffer: Any) -> bytes:
@@ -64,15 +65,37 @@ def wrap_large(value: Any) -> Any:
     return value
 
 
+class Buffers(list[pickle.PickleBuffer]):
+    """Collects a pickle's out-of-band buffers (its :meth:`take` is the ``buffer_callback``).
+
+    Only large buffers leave the pickle: a small one costs more as a buffer
+    than as bytes, and a frame carries at most :data:`MAX_BUFFERS`. A writable
+    buffer is snapshotted: the transport may still hold it when the caller
+    writes to it again.
+    """
+
+    __slots__ = ()
+
+    def take(self, buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:  # not contiguous: in-band
+            return True
+        if raw.nbytes < OOB_THRESHOLD or len(self) >= MAX_BUFFERS:
+            return True  # (a true value keeps it in the pickle)
+        self.append(buffer if raw.readonly else pickle.PickleBuffer(bytes(raw)))
+        return False
+
+
 def dumps(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
     """Pickle ``obj``; returns the body and its out-of-band buffers.
 
     Raises :class:`~corral.SerializationError` when neither pickle nor
     cloudpickle can carry it.
     """
-    buffers: list[pickle.PickleBuffer] = []
+    buffers = Buffers()
     try:
-        body = pickle.dumps(obj, PROTOCOL, buffer_callback=buffers.append)
+        body = pickle.dumps(obj, PROTOCOL, buffer_callback=buffers.take)
         # pickle writes a reference to __main__ (or a local object) that the other
         # process cannot resolve; cloudpickle sends those by value instead.
         if b"__main__" not in body:
@@ -81,7 +104,7 @@ def dumps(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
         pass
     buffers.clear()
     try:
-        body = cloudpickle.dumps(obj, PROTOCOL, buffer_callback=buffers.append)
+        body = cloudpickle.dumps(obj, PROTOCOL, buffer_callback=buffers.take)
     except Exception as error:
         raise SerializationError(
             f"cannot pickle {_describe(obj)}: {type(error).__name__}: {error}. "

@@ -118,8 +118,12 @@ class Messenger:
         It goes after everything already sent (the lowest priority, last), so
         the other side sees earlier messages first.
         """
-        self._send(_CLOSE, None, 0, None, LAST)
+        self.request_close_nowait()
         await self._connection_or_raise().drain()
+
+    def request_close_nowait(self) -> None:
+        """Like :meth:`request_close`, without waiting for a backed-up socket to drain."""
+        self._send(_CLOSE, None, 0, None, LAST)
 
     # -- receiving -------------------------------------------------------------------
 

@@ -171,7 +171,9 @@ class Proxy(Generic[T]):
         return Messages(self._receive, channel, WorkerStopped)
 
     async def _receive(self, channel: Hashable) -> Any:
-        messenger = await self._service.connected()
+        # the last child's messenger, even closed: what it received is still there
+        service: Service = self._service
+        messenger = service.messenger or service.last_messenger or await service.connected()
         return await messenger.receive(channel)
 
     async def aclose(self, grace: float = 5.0) -> None:

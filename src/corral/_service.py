@@ -99,6 +99,8 @@ class Service:
         self._lost_error: BaseException | None = None
         self._lost_event = anyio.Event()
         self._pause: anyio.CancelScope | None = None
+        self._launching: anyio.CancelScope | None = None
+        self.last_messenger: Messenger | None = None
 
     def __repr__(self) -> str:
         pid = self.child.pid if self.child is not None else None
@@ -173,25 +175,36 @@ class Service:
         async with anyio.create_task_group() as tasks:  # the child's watcher and pumps
             fn, args, kwargs = self._target
             try:
-                child, messenger, members = await launch(
-                    self.kind,
-                    fn,
-                    args,
-                    kwargs,
-                    name=self.name,
-                    cpu=self.cpu,
-                    task_group=tasks,
-                    startup_timeout=self.startup_timeout,
-                    log_level=self._log_level,
-                    max_frame_size=self._max_frame_size,
-                )
+                with anyio.CancelScope() as launching:
+                    self._launching = launching
+                    if self._closing:  # closed before this (re)start began
+                        launching.cancel()
+                    launched = await launch(
+                        self.kind,
+                        fn,
+                        args,
+                        kwargs,
+                        name=self.name,
+                        cpu=self.cpu,
+                        task_group=tasks,
+                        startup_timeout=self.startup_timeout,
+                        log_level=self._log_level,
+                        max_frame_size=self._max_frame_size,
+                    )
             except Exception as error:
                 failure = error
-            else:
+            finally:
+                self._launching = None
+            if failure is None and launching.cancelled_caught:
+                # aclose() or kill() during the start (launch() killed that child)
+                failure = self._stopped_error() if task_status is not None else None
+            elif failure is None:
+                child, messenger, members = launched
                 started = True
                 if self._closing:  # aclose() or kill() came while it started: it served nothing
                     child.kill()
                 self.child, self.messenger = child, messenger
+                self.last_messenger = messenger
                 self.members = dict(members or {})
                 messenger.on_lost = functools.partial(self._lost, child)
                 self.state = "closing" if self._closing else "running"
@@ -221,8 +234,12 @@ class Service:
         self.messenger = None
         if failure is not None:
             messenger._fail_all(failure)
-        elif self._closing or self.kind == "function":  # asked for, or the function returned
+        elif self._closing:
             messenger._fail_all(self._stopped_error())
+        elif self.kind == "function":
+            messenger._fail_all(
+                WorkerStopped(f"child {self.name!r} exited: its function returned")
+            )
         else:  # a service that exits by itself, even cleanly, leaves its calls unanswered
             messenger._fail_all(child.crashed())
         messenger.abort()
@@ -297,14 +314,13 @@ class Service:
         """Ask the child to close; kill it if it has not exited within ``grace`` seconds."""
         if not self._closing:
             self._closing = True
-            if self._pause is not None:
-                self._pause.cancel()
+            self._stop_starting()
             if self.state == "running":
                 self.state = "closing"
             messenger = self.messenger
             if messenger is not None and not messenger.closed:
-                try:
-                    await messenger.request_close()
+                try:  # without waiting for it to drain: the grace period bounds that too
+                    messenger.request_close_nowait()
                 except Exception:  # already gone: the manager sees the exit
                     logger.debug("child %r: close request not sent", self.name, exc_info=True)
         with anyio.move_on_after(grace if math.isfinite(grace) else None):
@@ -319,10 +335,15 @@ class Service:
     def kill(self) -> None:
         """Kill the child now (no restart; calls in flight raise WorkerCrashed)."""
         self._closing = True
-        if self._pause is not None:
-            self._pause.cancel()
+        self._stop_starting()
         if self.child is not None:
             self.child.kill()
+
+    def _stop_starting(self) -> None:
+        """End a restart pause, or a launch under way (that child is killed)."""
+        for scope in (self._pause, self._launching):
+            if scope is not None:
+                scope.cancel()
 
     async def wait_closed(self) -> None:
         """Wait until the child has exited for good (closed, killed or given up on)."""

@@ -229,12 +229,15 @@ class Server:
 
     def _start(self, runner: Callable[..., Any], request: Request, *args: Any) -> None:
         self._active += 1
-        self._task_group.start_soon(self._track, runner, request, *args)
+        scope = anyio.CancelScope()  # now: a CANCEL may come before the task first runs
+        request.on_cancel = scope.cancel
+        self._task_group.start_soon(self._track, scope, runner, request, *args)
 
-    async def _track(self, runner: Callable[..., Any], request: Request, *args: Any) -> None:
+    async def _track(
+        self, scope: anyio.CancelScope, runner: Callable[..., Any], request: Request, *args: Any
+    ) -> None:
         try:
-            with anyio.CancelScope() as scope:
-                request.on_cancel = scope.cancel
+            with scope:
                 await runner(request, *args)
         except Exception as error:
             request.fail(error)

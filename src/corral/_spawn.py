@@ -88,7 +88,6 @@ class ChildProcess:
         self._stderr_fd = stderr_fd
         self._tail: deque[str] = deque(maxlen=STDERR_LINES)
         self._partial = b""
-        self._exited = anyio.Event()
         self._stderr_done = anyio.Event()
         self._psutil: psutil.Process | None = None
 
@@ -114,11 +113,25 @@ class ChildProcess:
                 self.popen.send_signal(signal.SIGKILL)
 
     async def wait(self) -> int:
-        """Wait for the child to exit; returns its exit status."""
-        await self._exited.wait()
-        code = self.popen.returncode
-        assert code is not None
-        return code
+        """Wait for the child to exit (reaping it); returns its exit status.
+
+        Self-contained (its own pidfd): it works from a shielded scope even
+        when the tasks around it have been cancelled.
+        """
+        popen = self.popen
+        if popen.returncode is None:
+            try:
+                pidfd = os.pidfd_open(self.pid)
+            except ProcessLookupError:  # already reaped (by another wait)
+                pass
+            except (AttributeError, OSError):  # no pidfd (old kernel): a thread waits
+                await anyio.to_thread.run_sync(popen.wait, abandon_on_cancel=True)
+            else:
+                try:
+                    await anyio.wait_readable(pidfd)
+                finally:
+                    os.close(pidfd)
+        return popen.wait()  # at once: it has exited
 
     async def wait_stderr(self, grace: float) -> None:
         """Wait (briefly) for the child's stderr to reach end of file."""
@@ -140,20 +153,6 @@ class ChildProcess:
             return self._psutil.memory_info().rss, self._psutil.cpu_percent(None)
         except psutil.Error:
             return None, None
-
-    async def watch(self) -> None:
-        """Reap the child when it exits (run as a task for the child's lifetime)."""
-        try:
-            pidfd = os.pidfd_open(self.pid)
-        except (AttributeError, OSError):  # no pidfd (old kernel): a thread waits
-            await anyio.to_thread.run_sync(self.popen.wait, abandon_on_cancel=True)
-        else:
-            try:
-                await anyio.wait_readable(pidfd)
-            finally:
-                os.close(pidfd)
-            self.popen.wait()
-        self._exited.set()
 
     async def pump_stderr(self) -> None:
         """Copy the child's stderr to ours, keeping the last lines (a task)."""
@@ -245,7 +244,6 @@ async def launch(
         os.close(stderr_write)
     child = ChildProcess(popen, name, stderr_read)
     logger.debug("started child %r (pid %d)", name, child.pid)
-    task_group.start_soon(child.watch, name=f"corral-watch:{name}")
     task_group.start_soon(child.pump_stderr, name=f"corral-stderr:{name}")
     messenger = Messenger(name=name, max_frame_size=max_frame_size)
     messenger.handle_messages(LOGS, functools.partial(relog, name))

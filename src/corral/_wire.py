@@ -26,8 +26,10 @@ from typing import Any, Final
 
 from ._codec import (
     BINARY,
+    MAX_BUFFERS,
     OOB_THRESHOLD,
     PROTOCOL,
+    Buffers,
     channel_bytes,
     decode_channel,
     dumps,
@@ -63,7 +65,6 @@ _unpack_header: Final = HEADER.unpack_from
 _pack_header: Final = HEADER.pack
 _pickle_dumps: Final = pickle.dumps
 DEFAULT_MAX_FRAME: Final = 1 << 30  # 1 GiB
-_MAX_BUFFERS: Final = 255
 
 
 class Kind(enum.IntEnum):
@@ -140,9 +141,10 @@ def encode_frame(
     kind: Kind, obj: Any, call_id: int, raw_channel: bytes, priority: int, max_frame_size: int
 ) -> list[bytes | memoryview]:
     """:func:`encode` with the channel already in wire form (the per-call path)."""
-    buffers: list[pickle.PickleBuffer] = []
+    collected = Buffers()
+    buffers: list[pickle.PickleBuffer] = collected
     try:  # the hot path, inlined: most frames are small and plain
-        body = _pickle_dumps(obj, PROTOCOL, buffer_callback=buffers.append)
+        body = _pickle_dumps(obj, PROTOCOL, buffer_callback=collected.take)
         if b"__main__" in body:
             body, buffers = dumps(obj)
     except Exception:
@@ -169,9 +171,9 @@ def _frame_pieces(
 ) -> list[bytes | memoryview]:
     if not -0x8000 <= priority <= 0x7FFF:
         raise ValueError(f"priority must be between -32768 and 32767, got {priority}")
-    if len(buffers) > _MAX_BUFFERS:
+    if len(buffers) > MAX_BUFFERS:
         raise SerializationError(
-            f"{len(buffers)} out-of-band buffers in one frame; at most {_MAX_BUFFERS}"
+            f"{len(buffers)} out-of-band buffers in one frame; at most {MAX_BUFFERS}"
         )
     views = [buffer.raw() for buffer in buffers]
     lengths = [view.nbytes for view in views]
