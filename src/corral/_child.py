@@ -40,7 +40,9 @@ _PR_SET_PDEATHSIG: Final = 1
 
 def main(argv: list[str]) -> NoReturn:
     """Run the child; never returns."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a handler that does nothing, not SIG_IGN: that would be inherited across exec
+    # by every process the service starts, and they should still see Ctrl-C
+    signal.signal(signal.SIGINT, _ignore_signal)
     _die_with_parent()
     sock = socket.socket(fileno=int(argv[1]))
     frame = _read_boot(sock)
@@ -61,6 +63,10 @@ def main(argv: list[str]) -> NoReturn:
         options = {}
     code = anyio.run(_serve, sock, boot, frame.call_id, forwarder, backend_options=options)
     _exit(code)
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """SIGINT in a child: the host decides when children stop."""
 
 
 def _exit(code: int) -> NoReturn:

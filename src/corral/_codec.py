@@ -69,9 +69,9 @@ class Buffers(list[pickle.PickleBuffer]):
     """Collects a pickle's out-of-band buffers (its :meth:`take` is the ``buffer_callback``).
 
     Only large buffers leave the pickle: a small one costs more as a buffer
-    than as bytes, and a frame carries at most :data:`MAX_BUFFERS`. A writable
-    buffer is snapshotted: the transport may still hold it when the caller
-    writes to it again.
+    than as bytes, and a frame carries at most :data:`MAX_BUFFERS`. A buffer
+    over anything but ``bytes`` is snapshotted: the transport may still hold
+    it when the memory behind it changes.
     """
 
     __slots__ = ()
@@ -83,7 +83,8 @@ class Buffers(list[pickle.PickleBuffer]):
             return True
         if raw.nbytes < OOB_THRESHOLD or len(self) >= MAX_BUFFERS:
             return True  # (a true value keeps it in the pickle)
-        self.append(buffer if raw.readonly else pickle.PickleBuffer(bytes(raw)))
+        # only bytes is immutable: a read-only view may still show memory that changes
+        self.append(buffer if type(raw.obj) is bytes else pickle.PickleBuffer(bytes(raw)))
         return False
 
 

@@ -237,6 +237,11 @@ class Messenger:
         """True once the connection has ended."""
         return self._error is not None
 
+    @property
+    def error(self) -> BaseException | None:
+        """Why the connection ended (what waiting calls raise), or None while open."""
+        return self._error
+
     def abort(self) -> None:
         """Close the connection now; waiting calls raise :class:`anyio.BrokenResourceError`."""
         if self._connection is not None:

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, final
 
+import anyio
+
 from ._answers import Messages, ReplyStream
 from ._errors import SerializationError, WorkerStopped
 from ._service import Service, ServiceState
@@ -171,9 +173,17 @@ class Proxy(Generic[T]):
         return Messages(self._receive, channel, WorkerStopped)
 
     async def _receive(self, channel: Hashable) -> Any:
-        # the last child's messenger, even closed: what it received is still there
         service: Service = self._service
-        messenger = service.messenger or service.last_messenger or await service.connected()
+        last = service.last_messenger
+        if last is not None and last is not service.messenger:  # a child that has gone:
+            try:  # what it sent before it went is still to be read
+                return last.receive_nowait(channel)
+            except anyio.WouldBlock:
+                pass
+            except Exception as error:
+                if error is not last.error:  # an error it sent on purpose
+                    raise
+        messenger = service.messenger or await service.connected()
         return await messenger.receive(channel)
 
     async def aclose(self, grace: float = 5.0) -> None:

@@ -22,7 +22,7 @@ import anyio.abc
 from ._errors import ProtocolError, WorkerCrashed, WorkerStopped
 from ._messenger import Messenger
 from ._serving import Member
-from ._spawn import ChildProcess, check_cpu, launch
+from ._spawn import ChildProcess, EarlyLoss, check_cpu, launch
 from ._wire import DEFAULT_MAX_FRAME
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,10 @@ class Service:
                 self.child, self.messenger = child, messenger
                 self.last_messenger = messenger
                 self.members = dict(members or {})
+                early = messenger.on_lost
                 messenger.on_lost = functools.partial(self._lost, child)
+                if isinstance(early, EarlyLoss) and early.lost:  # ended as it became ready
+                    self._lost(child, early.error)
                 self.state = "closing" if self._closing else "running"
                 self._notify()
                 if task_status is not None:

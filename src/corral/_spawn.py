@@ -13,6 +13,7 @@ stdout is inherited. Its exit is seen through a pidfd, on any loop.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import logging
@@ -87,7 +88,9 @@ class ChildProcess:
         self.started = time.monotonic()
         self._stderr_fd = stderr_fd
         self._tail: deque[str] = deque(maxlen=STDERR_LINES)
-        self._partial = b""
+        self._partial = ""
+        # a character split across two reads must not turn into two U+FFFD
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stderr_done = anyio.Event()
         self._psutil: psutil.Process | None = None
 
@@ -103,7 +106,7 @@ class ChildProcess:
         """The last lines the child wrote to stderr."""
         lines = list(self._tail)
         if self._partial:
-            lines.append(self._partial.decode(errors="replace"))
+            lines.append(self._partial)
         return "\n".join(lines)
 
     def kill(self) -> None:
@@ -167,26 +170,27 @@ class ChildProcess:
                     continue
                 if not data:
                     return
-                self._keep(data)
-                _write_stderr(data)
+                text = self._utf8.decode(data)
+                self._keep(text)
+                _write_stderr(text)
         finally:
             os.close(fd)
             self._stderr_done.set()
 
-    def _keep(self, data: bytes) -> None:
-        *lines, self._partial = (self._partial + data).split(b"\n")
-        self._tail.extend(line.decode(errors="replace") for line in lines)
+    def _keep(self, text: str) -> None:
+        *lines, self._partial = (self._partial + text).split("\n")
+        self._tail.extend(lines)
         if len(self._partial) > 4096:
-            self._tail.append(self._partial.decode(errors="replace"))
-            self._partial = b""
+            self._tail.append(self._partial)
+            self._partial = ""
 
 
-def _write_stderr(data: bytes) -> None:
+def _write_stderr(text: str) -> None:
     stream = sys.stderr
     if stream is None:
         return
     try:
-        stream.write(data.decode(errors="replace"))
+        stream.write(text)
         stream.flush()
     except (OSError, ValueError):  # closed or gone: the tail still keeps it
         pass
@@ -247,6 +251,7 @@ async def launch(
     task_group.start_soon(child.pump_stderr, name=f"corral-stderr:{name}")
     messenger = Messenger(name=name, max_frame_size=max_frame_size)
     messenger.handle_messages(LOGS, functools.partial(relog, name))
+    messenger.on_lost = EarlyLoss(messenger)
     try:
         messenger.attach(
             await open_connection(host_sock, messenger, task_group, max_frame_size=max_frame_size)
@@ -287,3 +292,25 @@ async def _boot(messenger: Messenger, child: ChildProcess, boot: Boot) -> Any:
             del error.__notes__
         error.exit_code = await child.wait()
         raise error from None
+
+
+class EarlyLoss:
+    """The connection's end, seen before the child's owner took over.
+
+    Before the boot reply, it fails the boot request (the start fails). After
+    it (on trio the reply and the end of file can arrive in one read), it is
+    kept for the owner: :attr:`lost` and :attr:`error`.
+    """
+
+    def __init__(self, messenger: Messenger) -> None:
+        self._messenger = messenger
+        self.lost = False
+        self.error: BaseException | None = None
+
+    def __call__(self, error: BaseException | None) -> None:
+        if self._messenger.remaining(BOOT_CHANNEL):  # still booting
+            self._messenger._fail_all(
+                anyio.BrokenResourceError(f"the connection ended during startup ({error!r})")
+            )
+        else:
+            self.lost, self.error = True, error
