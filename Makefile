@@ -31,6 +31,7 @@ test: lint bytecode
 bench: bytecode
 	$(BIN)/python benchmarks/interval_workers.py
 	$(BIN)/python benchmarks/rpc.py
+	$(BIN)/python benchmarks/crash.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
