@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final, final
 
 from ._connection import Future
-from ._errors import RemoteError, SerializationError
+from ._errors import RemoteError
 from ._wire import Kind, RawFrame, dumps, wrap_large
 
 if TYPE_CHECKING:
@@ -106,13 +106,8 @@ class Request:
         self._done = True
         messenger = self._messenger
         messenger._requests_in.pop(self.call_id, None)
-        if self.cancelled or not messenger._writable():
-            return
-        try:
-            messenger._send(kind, payload, self.call_id, self.channel)
-        except SerializationError as error:
-            error.add_note("(raised in the other process while sending the answer)")
-            messenger._send(_FAILURE, failure_payload(error), self.call_id, self.channel)
+        if not self.cancelled:
+            messenger._answer(kind, payload, self.call_id, self.channel)
 
 
 class StreamState:

@@ -59,6 +59,7 @@ _CANCEL: Final = Kind.CANCEL
 _CREDIT: Final = Kind.CREDIT
 _CLOSE: Final = Kind.CLOSE
 
+NOT_INLINE: Final = object()  # an inline handler's "make a Request of this one"
 LAST: Final = 0x7FFF  # the lowest priority: goes after everything queued
 
 
@@ -85,6 +86,7 @@ class Messenger:
         self._request_inboxes = Inboxes()
         self._handlers: dict[Hashable, Callable[[Any], None]] = {}
         self._request_handlers: dict[Hashable, Callable[[Request], None]] = {}
+        self._inline_handlers: dict[Hashable, Callable[[Any], Any]] = {}
         self._close_requested = False
         self._error: BaseException | None = None
         self.on_lost: Callable[[BaseException | None], None] | None = None
@@ -222,9 +224,23 @@ class Messenger:
         """Call ``handler(value)`` on the loop for each message on ``channel`` (no inbox)."""
         self._handlers[channel] = handler
 
-    def handle_requests(self, channel: Hashable, handler: Callable[[Request], None]) -> None:
-        """Call ``handler(request)`` on the loop for each request on ``channel``."""
+    def handle_requests(
+        self,
+        channel: Hashable,
+        handler: Callable[[Request], None],
+        *,
+        inline: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Call ``handler(request)`` on the loop for each request on ``channel``.
+
+        ``inline(value)``, if given, is tried first: its result is the answer,
+        what it raises is the failure, and only when it returns
+        :data:`NOT_INLINE` is a :class:`Request` made for ``handler``. (The
+        proxy server answers sync methods this way, without the request object.)
+        """
         self._request_handlers[channel] = handler
+        if inline is not None:
+            self._inline_handlers[channel] = inline
 
     # -- the connection's side -------------------------------------------------------
 
@@ -332,6 +348,16 @@ class Messenger:
             priority,
         )
 
+    def _answer(self, kind: Kind, payload: Any, call_id: int, channel: Hashable) -> None:
+        """Send the answer to request ``call_id`` (if anyone can still receive it)."""
+        if not self._writable():
+            return
+        try:
+            self._send(kind, payload, call_id, channel)
+        except SerializationError as error:
+            error.add_note("(raised in the other process while sending the answer)")
+            self._send(_FAILURE, failure_payload(error), call_id, channel)
+
     def _cancel(self, call_id: int, channel: Hashable, priority: int) -> None:
         # at the request's own priority: never ahead of the request it cancels
         if self._writable():
@@ -359,6 +385,18 @@ class Messenger:
             request = Request(self, frame.call_id, frame.channel, None)
             request.fail(SerializationError(f"the request would not unpickle: {error!r}"))
             return
+        inline = self._inline_handlers.get(frame.channel)
+        if inline is not None:
+            try:
+                result = inline(value)
+            except Exception as error:
+                self._answer(_FAILURE, failure_payload(error), frame.call_id, frame.channel)
+                return
+            if result is not NOT_INLINE:
+                if type(result) in BINARY:
+                    result = wrap_large(result)
+                self._answer(_REPLY, result, frame.call_id, frame.channel)
+                return
         request = Request(self, frame.call_id, frame.channel, value)
         handler = self._request_handlers.get(frame.channel)
         if handler is not None:

@@ -234,8 +234,10 @@ class Proxy(Generic[T]):
         counts: list[int] = self._counts
         counts[0] += 1
         counts[2] += 1
-        if args and any(type(a) in BINARY for a in args):  # large ones travel out of band
-            args = tuple(map(wrap_large, args))
+        for arg in args:
+            if type(arg) in BINARY:  # a large one travels out of band
+                args = tuple(map(wrap_large, args))
+                break
         try:
             return await messenger.request((op, name, args, kwargs), channel=CALLS)
         except SerializationError as error:

@@ -22,7 +22,7 @@ import anyio.abc
 
 from ._answers import Request
 from ._errors import WorkerStopped
-from ._messenger import Messenger
+from ._messenger import NOT_INLINE, Messenger
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ class Server:
         self._idle = anyio.Event()
         self._closing = False
         self._streams: set[Request] = set()
-        messenger.handle_requests(CALLS, self._request)
+        self._returned: dict[int, Any] = {}  # coroutines sync methods returned, by call value
+        messenger.handle_requests(CALLS, self._request, inline=self._call_inline)
         messenger.handle_messages(NOWAIT, self._fire_and_forget)
 
     async def serve(self) -> None:
@@ -145,18 +146,26 @@ class Server:
 
     # -- dispatch --------------------------------------------------------------------
 
+    def _call_inline(self, value: Any) -> Any:
+        """A sync method's call, answered straight from the read callback (the common case)."""
+        op, name, args, kwargs = value
+        method = self._inline.get(name)
+        if method is None or op != Op.CALL or self._closing:
+            return NOT_INLINE
+        result = method(*args, **kwargs)
+        if type(result) is CoroutineType:  # a plain def that returned a coroutine
+            self._returned[id(value)] = result
+            return NOT_INLINE
+        return result
+
     def _request(self, request: Request) -> None:
         if self._closing:
             request.fail(WorkerStopped(f"{self._messenger.name} is closing"))
             return
         try:
             op, name, args, kwargs = request.value
-            if op == Op.CALL and (method := self._inline.get(name)) is not None:
-                result = method(*args, **kwargs)  # the common case, first
-                if type(result) is CoroutineType:  # a plain def that returned a coroutine
-                    self._start(self._await, request, lambda: result, (), {})
-                else:
-                    request.reply(result)
+            if (coroutine := self._returned.pop(id(request.value), None)) is not None:
+                self._start(self._await, request, lambda: coroutine, (), {})
             elif op == Op.CALL:
                 self._call(request, name, args, kwargs)
             elif op == Op.STREAM:

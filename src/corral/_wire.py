@@ -208,7 +208,7 @@ class FrameDecoder:
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME, chunk: int = 256 * 1024) -> None:
         self.max_frame_size = max_frame_size
         self._chunk = chunk
-        self._buf = bytearray(chunk)
+        self._use(bytearray(chunk))
         self._start = 0
         self._end = 0
         self._broken: ProtocolError | None = None
@@ -242,10 +242,15 @@ class FrameDecoder:
         if self._start == self._end:
             self._start = self._end = 0
             if len(self._buf) > 4 * self._chunk:  # give back what one huge frame took
-                self._buf = bytearray(self._chunk)
+                self._use(bytearray(self._chunk))
         elif len(self._buf) - self._end < 4096:
             self._compact(len(self._buf))
-        return memoryview(self._buf)[self._end :]
+        return self._view[self._end :]
+
+    def _use(self, buffer: bytearray) -> None:
+        # never resized in place (a view of it may still be out), so one view serves
+        self._buf = buffer
+        self._view = memoryview(buffer)
 
     def buffer_updated(self, nbytes: int) -> list[RawFrame]:
         """``nbytes`` were written into the last view; returns completed frames."""
@@ -292,7 +297,7 @@ class FrameDecoder:
         if capacity > len(self._buf):
             grown = bytearray(capacity)  # never resize: a view may still be out
             grown[:pending] = self._buf[self._start : self._end]
-            self._buf = grown
+            self._use(grown)
         else:
             self._buf[:pending] = self._buf[self._start : self._end]
         self._start, self._end = 0, pending
