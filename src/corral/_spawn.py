@@ -265,20 +265,20 @@ async def launch(
             await child.wait()
             await child.wait_stderr(0.5)
         if isinstance(error, TimeoutError):
-            raise StartupError(
+            why = (
                 f"child {name!r} was not ready within {startup_timeout:g}s; it was killed. "
-                "Raise startup_timeout= if its constructor is slow",
-                traceback=child.stderr_tail(),
-                exit_code=child.returncode,
-            ) from None
-        if isinstance(error, WorkerCrashed | anyio.BrokenResourceError):
-            raise StartupError(
+                "Raise startup_timeout= if its constructor is slow"
+            )
+        elif isinstance(error, WorkerCrashed | anyio.BrokenResourceError):
+            why = (
                 f"child {name!r} exited during startup (exit status {child.returncode}); "
-                "the last lines it wrote to stderr follow",
-                traceback=child.stderr_tail(),
-                exit_code=child.returncode,
-            ) from None
-        raise
+                "the last lines it wrote to stderr follow"
+            )
+        else:
+            raise
+        raise StartupError(
+            why, traceback=child.stderr_tail(), exit_code=child.returncode
+        ) from None
     return child, messenger, ready
 
 
