@@ -876,7 +876,7 @@ async def test_a_value_whose_reduce_raises_is_a_serialization_error_at_send() ->
 async def test_a_request_into_a_socket_the_peer_closed_raises_instead_of_hanging() -> None:
     async with messenger_pair() as p:
         p.b.abort()  # on trio the socket closes now, so a's next write fails with EPIPE
-        with anyio.fail_after(1), pytest.raises(anyio.BrokenResourceError):
+        with anyio.fail_after(TIMEOUT), pytest.raises(anyio.BrokenResourceError):
             await p.a.request(1)
 
 

@@ -25,7 +25,7 @@ async def test_aclose_grace_bounds_a_backed_up_close_request() -> None:
             echo.block.nowait(30)  # the child's loop is wedged in a sync method
             for _ in range(8):  # ...so the socket and the host's buffers fill up
                 echo.record.nowait(b"x" * (1 << 20))
-            with anyio.fail_after(1.5):
+            with anyio.fail_after(10):
                 await echo.aclose(grace=0.2)
             assert echo.statistics().last_exit == -9
         finally:
@@ -44,7 +44,7 @@ async def test_a_call_cancelled_before_its_task_starts_is_cancelled_in_the_child
             with anyio.move_on_after(0):  # REQUEST and CANCEL leave back to back
                 await echo.wait_forever()
         assert await echo.echo(1) == 1
-        with anyio.fail_after(1.5):
+        with anyio.fail_after(10):
             await echo.aclose(grace=1.0)
         # a graceful close: nothing left in flight, close() ran, exit status 0
         assert echo.statistics().last_exit == 0
@@ -79,18 +79,18 @@ async def test_kill_during_a_restart_does_not_wait_for_startup_timeout(
     target = logging.getLogger("tests.review.restart")
     target.addHandler(seen)
     try:
-        options: dict[str, Any] = {"restart": "on-failure", "startup_timeout": 1.2}
+        options: dict[str, Any] = {"restart": "on-failure", "startup_timeout": 6.0}
         async with corral.spawn(
             _SlowOnRestart, str(tmp_path / "m"), log_level=logging.WARNING, **options
         ) as proxy:
             with pytest.raises(corral.WorkerCrashed):
                 await proxy.kill_self()
-            with anyio.fail_after(1.0):
+            with anyio.fail_after(10):
                 await constructing.wait()  # the replacement is in its constructor
             proxy.kill()
             started = anyio.current_time()
             await proxy.aclose(grace=0.1)
             took = anyio.current_time() - started
-        assert took < 0.6, f"kill() + aclose(grace=0.1) took {took:.2f}s"
+        assert took < 3.0, f"kill() + aclose(grace=0.1) took {took:.2f}s (startup_timeout: 6 s)"
     finally:
         target.removeHandler(seen)

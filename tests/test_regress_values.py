@@ -39,7 +39,7 @@ async def test_a_reply_is_not_torn_by_a_later_call() -> None:
                     into.append(await frame.snapshot())
 
                 tg.start_soon(snap, result)
-                with anyio.fail_after(1):
+                with anyio.fail_after(10):
                     while frame.statistics().in_flight == 0:  # snapshot() has been sent
                         await anyio.lowlevel.checkpoint()
                 await frame.fill(1)  # runs after snapshot() has returned, in the child
@@ -75,7 +75,7 @@ async def test_send_nowait_sends_the_value_as_it_was(tmp_path: Path) -> None:
             with open(fifo, "wb") as gate:
                 gate.write(b"x")
 
-        with anyio.fail_after(1.5):
+        with anyio.fail_after(10):
             await anyio.to_thread.run_sync(release)
             assert await worker.receive("result") == 0
 
@@ -126,7 +126,7 @@ async def test_a_read_only_view_reply_is_not_torn_by_a_later_call() -> None:
                     into.append(await frame.snapshot())
 
                 tg.start_soon(snap, result)
-                with anyio.fail_after(1):
+                with anyio.fail_after(10):
                     while frame.statistics().in_flight == 0:  # snapshot() has been sent
                         await anyio.lowlevel.checkpoint()
                 await frame.fill(1)  # runs after snapshot() has returned, in the child
