@@ -25,10 +25,10 @@ from ._hooks import HookResults as HookResults
 from ._hooks import Hooks as Hooks
 from ._messenger import Messenger as Messenger
 from ._proxy import Proxy as Proxy
-from ._proxy import ProxyStatistics as ProxyStatistics
 from ._proxy import RemoteAttribute as RemoteAttribute
 from ._run import run as run
 from ._scheduler import IntervalWorker as IntervalWorker
+from ._service import ProxyStatistics as ProxyStatistics
 from ._serving import messenger as messenger
 from ._serving import threaded as threaded
 from ._specs import WorkerSpec as WorkerSpec

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Hashable
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, final
 
 import anyio
 
 from ._answers import Messages, ReplyStream
 from ._errors import SerializationError, WorkerStopped
-from ._service import Service, ServiceState
+from ._service import ProxyStatistics, Service
 from ._serving import CALLS, NOWAIT, Member, Op
 from ._wire import BINARY, dumps, wrap_large
 
@@ -40,23 +39,6 @@ OWN_NAMES = frozenset(
         "wait_closed",
     }
 )
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class ProxyStatistics:
-    """A frozen snapshot of a spawned child and the calls made through its proxy."""
-
-    name: str
-    state: ServiceState
-    pid: int | None
-    calls: int
-    errors: int
-    in_flight: int
-    restarts: int
-    last_exit: int | None
-    rss: int | None
-    cpu_percent: float | None
 
 
 @final
@@ -146,8 +128,8 @@ class Proxy(Generic[T]):
     @property
     def pid(self) -> int | None:
         """The current child's process id (None between restarts and after exit)."""
-        child = self._service.child
-        return child.pid if child is not None and child.returncode is None else None
+        pid: int | None = self._service.pid
+        return pid
 
     async def call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call method ``name`` (for a method whose name the proxy itself uses)."""
@@ -205,22 +187,8 @@ class Proxy(Generic[T]):
 
     def statistics(self) -> ProxyStatistics:
         """Calls, errors and calls in flight through this proxy; the child's RSS and CPU %."""
-        service: Service = self._service
-        child = service.child
-        rss, cpu = child.resources() if child is not None else (None, None)
-        calls, errors, in_flight = self._counts
-        return ProxyStatistics(
-            name=service.name,
-            state=service.state,
-            pid=self.pid,
-            calls=calls,
-            errors=errors,
-            in_flight=in_flight,
-            restarts=service.restarts,
-            last_exit=service.last_exit,
-            rss=rss,
-            cpu_percent=cpu,
-        )
+        statistics: ProxyStatistics = self._service.statistics()
+        return statistics
 
     # -- requests ----------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Any, Literal, final, get_args
 
 import anyio
 import anyio.abc
@@ -46,6 +47,23 @@ def check_options(
     for label, value in (("restart_window", restart_window), ("startup_timeout", startup_timeout)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ValueError(f"{label}= must be a number of seconds > 0, got {value!r}")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ProxyStatistics:
+    """A frozen snapshot of a spawned child and the calls made through its proxy."""
+
+    name: str
+    state: ServiceState
+    pid: int | None
+    calls: int
+    errors: int
+    in_flight: int
+    restarts: int
+    last_exit: int | None
+    rss: int | None
+    cpu_percent: float | None
 
 
 class Service:
@@ -347,6 +365,30 @@ class Service:
         for scope in (self._pause, self._launching):
             if scope is not None:
                 scope.cancel()
+
+    @property
+    def pid(self) -> int | None:
+        """The current child's process id (None between restarts and after exit)."""
+        child = self.child
+        return child.pid if child is not None and child.returncode is None else None
+
+    def statistics(self) -> ProxyStatistics:
+        """A snapshot of the child and the calls made through its proxies."""
+        child = self.child
+        rss, cpu = child.resources() if child is not None else (None, None)
+        calls, errors, in_flight = self.counts
+        return ProxyStatistics(
+            name=self.name,
+            state=self.state,
+            pid=self.pid,
+            calls=calls,
+            errors=errors,
+            in_flight=in_flight,
+            restarts=self.restarts,
+            last_exit=self.last_exit,
+            rss=rss,
+            cpu_percent=cpu,
+        )
 
     async def wait_closed(self) -> None:
         """Wait until the child has exited for good (closed, killed or given up on)."""

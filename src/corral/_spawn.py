@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,7 +84,6 @@ class ChildProcess:
         self.name = name
         self.popen = popen
         self.pid = popen.pid
-        self.started = time.monotonic()
         self._stderr_fd = stderr_fd
         self._tail: deque[str] = deque(maxlen=STDERR_LINES)
         self._partial = ""

@@ -15,9 +15,8 @@ from anyio.abc import TaskGroup
 from ._errors import HooksFailed, SupervisorNotRunning, WorkerFailed
 from ._eventloop import LoopHandle
 from ._hooks import HookResults, Hooks
-from ._proxy import Proxy, ProxyStatistics
 from ._scheduler import IntervalWorker, Scheduler
-from ._service import Service
+from ._service import ProxyStatistics, Service
 from ._specs import W, WorkerSpec
 from ._starting import WorkerStarter
 from ._threads import ThreadPool
@@ -323,7 +322,7 @@ class Supervisor(WorkerStarter):
             state=self._state,
             workers=tuple(w.statistics() for w in self._workers.values()),
             threads_busy=len(runtime.threads.busy()) if runtime is not None else 0,
-            children=tuple(Proxy(child).statistics() for child in self._children.values()),
+            children=tuple(child.statistics() for child in self._children.values()),
         )
 
     # -- helpers -----------------------------------------------------------------
