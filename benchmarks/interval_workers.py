@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -26,18 +25,11 @@ from typing import Any
 import psutil
 
 import corral
+from _stats import percentile
 
 #: Ticks per worker that count as start-up: the first falls due while the loop is
 #: still starting the other workers, and the second can meet the burst of first runs.
 STARTUP_TICKS = 2
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * p / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 class Meter:

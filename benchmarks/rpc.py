@@ -35,7 +35,6 @@ import importlib
 import importlib.util
 import itertools
 import json
-import math
 import multiprocessing
 import os
 import pickle
@@ -57,6 +56,7 @@ import anyio.to_process
 import psutil
 
 import corral
+from _stats import percentile
 
 T = TypeVar("T")
 
@@ -166,14 +166,6 @@ while True:
 """
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * p / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def latency(samples_ns: list[int], warmup: int) -> dict[str, Any]:
