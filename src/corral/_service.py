@@ -23,7 +23,7 @@ import anyio.abc
 from ._errors import ProtocolError, WorkerCrashed, WorkerStopped
 from ._messenger import Messenger
 from ._serving import Member
-from ._spawn import ChildProcess, EarlyLoss, check_cpu, launch
+from ._spawn import ChildProcess, EarlyLoss, check_cpu, launch, pickled_target
 from ._wire import DEFAULT_MAX_FRAME
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class Service:
         self.max_restarts = max_restarts
         self.restart_window = float(restart_window)
         self.startup_timeout = float(startup_timeout)
-        self._target = (fn, args, kwargs)
+        self._target = pickled_target(fn, args, kwargs)  # once, not on every restart
         self._log_level = log_level
         self._max_frame_size = max_frame_size
         self.on_failure = on_failure
@@ -191,7 +191,6 @@ class Service:
         failure: BaseException | None = None
         started = False
         async with anyio.create_task_group() as tasks:  # the child's watcher and pumps
-            fn, args, kwargs = self._target
             try:
                 with anyio.CancelScope() as launching:
                     self._launching = launching
@@ -199,9 +198,7 @@ class Service:
                         launching.cancel()
                     launched = await launch(
                         self.kind,
-                        fn,
-                        args,
-                        kwargs,
+                        self._target,
                         name=self.name,
                         cpu=self.cpu,
                         task_group=tasks,

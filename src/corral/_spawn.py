@@ -203,11 +203,18 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def pickled_target(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """What a child runs, pickled once for every (re)start.
+
+    Raises :class:`~corral.SerializationError` when ``fn`` or its arguments
+    will not pickle.
+    """
+    return dumps_inband((fn, args, kwargs))
+
+
 async def launch(
     kind: str,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    target: bytes,
     *,
     name: str,
     cpu: tuple[int, ...] | None,
@@ -216,14 +223,13 @@ async def launch(
     log_level: int | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME,
 ) -> tuple[ChildProcess, Messenger, Any]:
-    """Start a child running ``fn`` and wait until it is ready.
+    """Start a child running ``target`` and wait until it is ready.
 
-    Returns the child, the host's messenger to it and what the child sent
-    back when ready. Raises :class:`~corral.StartupError` (the child is gone
-    by then) when it fails to start, and :class:`~corral.SerializationError`
-    when ``fn`` or its arguments will not pickle.
+    ``target`` is :func:`pickled_target`'s bytes. Returns the child, the
+    host's messenger to it and what the child sent back when ready. Raises
+    :class:`~corral.StartupError` (the child is gone by then) when it fails
+    to start.
     """
-    target = dumps_inband((fn, args, kwargs))
     if log_level is None:
         log_level = logging.getLogger().getEffectiveLevel()
     boot = Boot(name, cpu, tuple(sys.path), log_level, os.getpid(), max_frame_size, kind, target)
