@@ -9,6 +9,7 @@ import contextlib
 import logging
 
 from ._answers import Request as Request
+from ._control import ControlLoop as ControlLoop
 from ._errors import CloseRequested as CloseRequested
 from ._errors import CorralError as CorralError
 from ._errors import HooksFailed as HooksFailed
@@ -17,12 +18,16 @@ from ._errors import QueueFull as QueueFull
 from ._errors import RemoteError as RemoteError
 from ._errors import SerializationError as SerializationError
 from ._errors import StartupError as StartupError
+from ._errors import StepFailed as StepFailed
 from ._errors import SupervisorNotRunning as SupervisorNotRunning
 from ._errors import WorkerCrashed as WorkerCrashed
 from ._errors import WorkerFailed as WorkerFailed
 from ._errors import WorkerStopped as WorkerStopped
 from ._hooks import HookResults as HookResults
 from ._hooks import Hooks as Hooks
+from ._loophost import ControlLoopProxy as ControlLoopProxy
+from ._loopstats import ControlLoopStatistics as ControlLoopStatistics
+from ._loopstats import Percentiles as Percentiles
 from ._messenger import Messenger as Messenger
 from ._proxy import Proxy as Proxy
 from ._proxy import RemoteAttribute as RemoteAttribute
@@ -36,6 +41,7 @@ from ._specs import event_worker as event_worker
 from ._specs import interval as interval
 from ._specs import loop_worker as loop_worker
 from ._specs import queue_worker as queue_worker
+from ._standalone import control_loop as control_loop
 from ._standalone import open_worker as open_worker
 from ._standalone import spawn as spawn
 from ._supervisor import Supervisor as Supervisor
@@ -55,6 +61,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CloseRequested",
+    "ControlLoop",
+    "ControlLoopProxy",
+    "ControlLoopStatistics",
     "CorralError",
     "EventWorker",
     "HookResults",
@@ -63,6 +72,7 @@ __all__ = [
     "IntervalWorker",
     "LoopWorker",
     "Messenger",
+    "Percentiles",
     "ProtocolError",
     "Proxy",
     "ProxyStatistics",
@@ -73,6 +83,7 @@ __all__ = [
     "Request",
     "SerializationError",
     "StartupError",
+    "StepFailed",
     "Supervisor",
     "SupervisorNotRunning",
     "SupervisorStatistics",
@@ -87,6 +98,7 @@ __all__ = [
     "WorkerStopped",
     "WorkerTimers",
     "catchtime",
+    "control_loop",
     "event_worker",
     "interval",
     "loop_worker",

@@ -55,12 +55,18 @@ def main(argv: list[str]) -> NoReturn:
     root.setLevel(boot.log_level)
     _pin(boot.cpu)
     sys.path[:] = list(boot.sys_path)
-    try:
-        import uvloop  # noqa: F401, PLC0415
+    options: dict[str, Any] = {}
+    if boot.kind == "control":  # ticks run in the selector: stock asyncio, not uvloop
+        from ._loopchild import new_event_loop  # noqa: PLC0415
 
-        options: dict[str, Any] = {"use_uvloop": True}
-    except ImportError:
-        options = {}
+        options["loop_factory"] = new_event_loop
+    else:
+        try:
+            import uvloop  # noqa: F401, PLC0415
+
+            options["use_uvloop"] = True
+        except ImportError:
+            pass
     code = anyio.run(_serve, sock, boot, frame.call_id, forwarder, backend_options=options)
     _exit(code)
 
@@ -142,6 +148,8 @@ async def _serve(sock: socket.socket, boot: Boot, call_id: int, forwarder: LogFo
             answer.reply(dict(server.members))
             await server.serve()
             code = 0
+        elif boot.kind == "control":  # fn serves the loop, answering the boot itself
+            code = await fn(channel, task_group, answer, *args, **kwargs)
         else:
             answer.reply(None)
             code = await _run_function(fn, channel, kwargs)

@@ -146,6 +146,29 @@ def _rebuild_crashed(name: str, exit_code: int | None, stderr: str, message: str
     return error
 
 
+class StepFailed(CorralError):
+    """A control loop's ``step()`` raised, so the loop stopped (after its ``teardown()``).
+
+    :attr:`tick` is the number of the tick that raised (tick ``k`` was due
+    ``k`` periods after the first), :attr:`original_error` the exception
+    (also the ``__cause__``) and :attr:`name` the loop's name. Catch the
+    error inside ``step()`` to keep the loop running instead, or pass
+    ``restart="on-failure"`` to start it again.
+    """
+
+    def __init__(self, name: str, tick: int, original_error: BaseException) -> None:
+        self.name = name
+        self.tick = tick
+        self.original_error = original_error
+        super().__init__(
+            f"control loop {name!r} stopped: step() raised on tick {tick}: "
+            f"{type(original_error).__name__}: {original_error}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StepFailed, (self.name, self.tick, self.original_error))
+
+
 class RemoteError(CorralError):
     """A child raised an exception that could not be recreated here.
 

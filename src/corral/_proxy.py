@@ -47,7 +47,7 @@ class RemoteAttribute:
 
     __slots__ = ("_member", "_name", "_proxy")
 
-    def __init__(self, proxy: Proxy[Any], name: str, member: Member | None) -> None:
+    def __init__(self, proxy: ProxyBase[Any], name: str, member: Member | None) -> None:
         self._proxy = proxy
         self._name = name
         self._member = member
@@ -78,24 +78,14 @@ class RemoteAttribute:
         self._proxy._nowait(self._name, args, kwargs)
 
 
-class Proxy(Generic[T]):
-    """The host's handle on an object living in a child process.
+class ProxyBase(Generic[T]):
+    """What every proxy does (see :class:`Proxy`): calls, attributes, messages, lifetime."""
 
-    Every public method of the object is called with ``await
-    proxy.method(...)``; async-generator (and generator) methods are
-    iterated with ``async for x in proxy.method(...)``; attributes and
-    properties are read with ``await proxy.name`` and written with ``await
-    proxy.set_attr(name, value)``. An exception raised in the child is raised
-    here as the same type, with the child's traceback as a note (or as
-    :class:`~corral.RemoteError` when it will not unpickle here).
-
-    When the child dies, calls in flight raise :class:`~corral.WorkerCrashed`;
-    with a restart policy, later calls go to the new child.
-    """
+    _own_names: frozenset[str] = OWN_NAMES
 
     def __init__(self, service: Service) -> None:
         object.__setattr__(self, "_service", service)
-        if shadowed := sorted(OWN_NAMES & service.members.keys()):
+        if shadowed := sorted(self._own_names & service.members.keys()):
             logger.info(
                 "proxy %r: the proxy's own %s shadow(s) the served object's; reach those "
                 "with proxy.call(name, ...) / proxy.get_attr(name)",
@@ -106,7 +96,7 @@ class Proxy(Generic[T]):
 
     def __repr__(self) -> str:
         service: Service = self._service
-        return f"<Proxy {service.name!r} {service.state} pid={self.pid}>"
+        return f"<{type(self).__name__} {service.name!r} {service.state} pid={self.pid}>"
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -185,11 +175,6 @@ class Proxy(Generic[T]):
         """Wait until the child has exited for good."""
         await self._service.wait_closed()
 
-    def statistics(self) -> ProxyStatistics:
-        """Calls, errors and calls in flight through this proxy; the child's RSS and CPU %."""
-        statistics: ProxyStatistics = self._service.statistics()
-        return statistics
-
     # -- requests ----------------------------------------------------------------------
 
     async def _request(
@@ -229,6 +214,27 @@ class Proxy(Generic[T]):
             raise
 
 
+class Proxy(ProxyBase[T]):
+    """The host's handle on an object living in a child process.
+
+    Every public method of the object is called with ``await
+    proxy.method(...)``; async-generator (and generator) methods are
+    iterated with ``async for x in proxy.method(...)``; attributes and
+    properties are read with ``await proxy.name`` and written with ``await
+    proxy.set_attr(name, value)``. An exception raised in the child is raised
+    here as the same type, with the child's traceback as a note (or as
+    :class:`~corral.RemoteError` when it will not unpickle here).
+
+    When the child dies, calls in flight raise :class:`~corral.WorkerCrashed`;
+    with a restart policy, later calls go to the new child.
+    """
+
+    def statistics(self) -> ProxyStatistics:
+        """Calls, errors and calls in flight through this proxy; the child's RSS and CPU %."""
+        statistics: ProxyStatistics = self._service.statistics()
+        return statistics
+
+
 class _ProxyStream:
     """``async for x in proxy.method(...)``: sent on the first step, so it can wait
     through a restart."""
@@ -236,7 +242,7 @@ class _ProxyStream:
     __slots__ = ("_args", "_inner", "_kwargs", "_name", "_proxy")
 
     def __init__(
-        self, proxy: Proxy[Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, proxy: ProxyBase[Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         self._proxy = proxy
         self._name = name

@@ -85,6 +85,8 @@ class Service:
         log_level: int | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME,
         on_failure: Callable[[str, BaseException], None] | None = None,
+        pass_fds: tuple[int, ...] = (),
+        on_finished: Callable[[], object] | None = None,
     ) -> None:
         check_options(restart, max_restarts, restart_window, startup_timeout)
         if not callable(fn):
@@ -102,6 +104,8 @@ class Service:
         self._log_level = log_level
         self._max_frame_size = max_frame_size
         self.on_failure = on_failure
+        self._pass_fds = pass_fds
+        self._on_finished = on_finished  # once the last child has gone, for good
         self.state: ServiceState = "starting"
         self.members: dict[str, Member] = {}
         self.messenger: Messenger | None = None
@@ -140,6 +144,8 @@ class Service:
                 self.messenger = None
             if self.state not in ("failed",):
                 self.state = "closed"
+            if self._on_finished is not None:
+                self._on_finished()
             self._finished.set()
             self._notify()
 
@@ -205,6 +211,7 @@ class Service:
                         startup_timeout=self.startup_timeout,
                         log_level=self._log_level,
                         max_frame_size=self._max_frame_size,
+                        pass_fds=self._pass_fds,
                     )
             except Exception as error:
                 failure = error
@@ -248,7 +255,7 @@ class Service:
         if isinstance(lost, ProtocolError):
             failure = ProtocolError(f"child {self.name!r}: {lost}; it was killed")
         elif code != 0:
-            failure = child.crashed()
+            failure = child.failure()
         self.messenger = None
         if failure is not None:
             messenger._fail_all(failure)

@@ -88,11 +88,11 @@ def threaded(fn: F) -> F:
     return fn
 
 
-def describe(cls: type[Any]) -> dict[str, Member]:
-    """The public members of ``cls``, by how a proxy reaches them."""
+def describe(cls: type[Any], hidden: frozenset[str] = frozenset()) -> dict[str, Member]:
+    """The public members of ``cls`` (less ``hidden``), by how a proxy reaches them."""
     members: dict[str, Member] = {}
     for name in dir(cls):
-        if name.startswith("_"):
+        if name.startswith("_") or name in hidden:
             continue
         attribute = inspect.getattr_static(cls, name)
         if isinstance(attribute, property):
@@ -116,9 +116,16 @@ def describe(cls: type[Any]) -> dict[str, Member]:
 class Server:
     """Serves ``obj`` to the host over ``messenger`` until asked to close."""
 
-    def __init__(self, obj: Any, messenger: Messenger, task_group: anyio.abc.TaskGroup) -> None:
+    def __init__(
+        self,
+        obj: Any,
+        messenger: Messenger,
+        task_group: anyio.abc.TaskGroup,
+        hidden: frozenset[str] = frozenset(),
+    ) -> None:
         self.obj = obj
-        self.members = describe(type(obj))
+        self.members = describe(type(obj), hidden)
+        self._hidden = hidden
         # sync methods, looked up once: they run inline, straight from the read callback
         self._inline: dict[str, Callable[..., Any]] = {
             name: getattr(obj, name) for name, kind in self.members.items() if kind is Member.SYNC
@@ -200,11 +207,19 @@ class Server:
         request = _Unanswered(self._messenger, value)
         self._request(request)  # type: ignore[arg-type]  # answers go to the log
 
-    def _method(self, name: str) -> Callable[..., Any]:
+    def _check_served(self, name: str) -> None:
         if name.startswith("_"):
             raise AttributeError(
                 f"{type(self.obj).__qualname__!r}: private attribute {name!r} is not served"
             )
+        if name in self._hidden:
+            raise AttributeError(
+                f"{type(self.obj).__qualname__!r}: {name!r} belongs to the object's own "
+                "machinery (it is run in the child, not served to the host)"
+            )
+
+    def _method(self, name: str) -> Callable[..., Any]:
+        self._check_served(name)
         method: Callable[..., Any] = getattr(self.obj, name)  # AttributeError names the class
         if not callable(method):
             raise TypeError(
@@ -214,18 +229,12 @@ class Server:
         return method
 
     def _set(self, name: str, value: Any) -> None:
-        if name.startswith("_"):
-            raise AttributeError(
-                f"{type(self.obj).__qualname__!r}: private attribute {name!r} is not served"
-            )
+        self._check_served(name)
         setattr(self.obj, name, value)
         self._inline.pop(name, None)  # a method replaced by a value: look it up again
 
     def _get(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(
-                f"{type(self.obj).__qualname__!r}: private attribute {name!r} is not served"
-            )
+        self._check_served(name)
         value = getattr(self.obj, name)
         if inspect.ismethod(value) and value.__self__ is self.obj:
             raise TypeError(

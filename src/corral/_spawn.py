@@ -31,6 +31,7 @@ import anyio
 import anyio.abc
 import psutil
 
+from ._answers import rebuild_failure
 from ._connection import open_connection
 from ._errors import RemoteError, StartupError, WorkerCrashed
 from ._logs import LOGS, relog
@@ -40,6 +41,7 @@ from ._wire import DEFAULT_MAX_FRAME, dumps_inband
 logger = logging.getLogger(__name__)
 
 BOOT_CHANNEL: Final = "__corral_boot__"
+FAILURE_CHANNEL: Final = "__corral_failure__"  # why the child is about to exit with an error
 STDERR_LINES: Final = 20
 
 
@@ -54,7 +56,7 @@ class Boot:
     log_level: int
     parent_pid: int
     max_frame_size: int
-    kind: str  # "service" (an object behind a proxy) or "function" (open_worker)
+    kind: str  # "service" (an object behind a proxy), "function" (open_worker) or "control"
     target: bytes  # pickled (fn, args, kwargs); unpickled after pinning
 
 
@@ -91,6 +93,7 @@ class ChildProcess:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stderr_done = anyio.Event()
         self._psutil: psutil.Process | None = None
+        self.reported: BaseException | None = None
 
     def __repr__(self) -> str:
         return f"<ChildProcess {self.name!r} pid={self.pid} returncode={self.returncode}>"
@@ -138,6 +141,17 @@ class ChildProcess:
         """Wait (briefly) for the child's stderr to reach end of file."""
         with anyio.move_on_after(grace):
             await self._stderr_done.wait()
+
+    def report(self, payload: Any) -> None:
+        """The child says why it is about to exit with an error (see :data:`FAILURE_CHANNEL`)."""
+        self.reported = rebuild_failure(payload)
+
+    def failure(self) -> BaseException:
+        """Why the child exited with an error: what it reported, else :meth:`crashed`."""
+        if self.reported is None:
+            return self.crashed()
+        self.reported.add_note(f"child process {self.name!r} exited with code {self.returncode}")
+        return self.reported
 
     def crashed(self, detail: str = "") -> WorkerCrashed:
         """The error that pending calls raise now that the child is gone."""
@@ -222,6 +236,7 @@ async def launch(
     startup_timeout: float,
     log_level: int | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME,
+    pass_fds: tuple[int, ...] = (),
 ) -> tuple[ChildProcess, Messenger, Any]:
     """Start a child running ``target`` and wait until it is ready.
 
@@ -238,7 +253,7 @@ async def launch(
     try:
         popen = subprocess.Popen(  # noqa: ASYNC220  (fork+exec takes ~1 ms; no thread hop)
             [sys.executable, "-m", "corral._child", str(child_sock.fileno())],
-            pass_fds=(child_sock.fileno(),),
+            pass_fds=(child_sock.fileno(), *pass_fds),
             stdin=subprocess.DEVNULL,
             stderr=stderr_write,
             env=_child_env(),
@@ -255,6 +270,7 @@ async def launch(
     task_group.start_soon(child.pump_stderr, name=f"corral-stderr:{name}")
     messenger = Messenger(name=name, max_frame_size=max_frame_size)
     messenger.handle_messages(LOGS, functools.partial(relog, name))
+    messenger.handle_messages(FAILURE_CHANNEL, child.report)
     messenger.on_lost = EarlyLoss(messenger)
     try:
         messenger.attach(

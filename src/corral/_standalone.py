@@ -1,4 +1,4 @@
-"""Children without a supervisor: ``corral.spawn`` and ``corral.open_worker``.
+"""Children without a supervisor: ``spawn``, ``open_worker`` and ``control_loop``.
 
 Each is an ``async with`` block that starts one child, hands over its proxy
 (or its messenger), and closes it when the block ends.
@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import anyio
 
+from ._control import ControlLoop
+from ._loophost import ControlLoopProxy, LoopKeywords, open_loop
 from ._messenger import Messenger
 from ._proxy import Proxy
 from ._service import RestartPolicy, Service
 from ._worker import is_async_callable
 
 T = TypeVar("T")
+L = TypeVar("L", bound=ControlLoop)
 
 
 def _qualname(target: Any) -> str:
@@ -113,6 +116,25 @@ async def open_worker(
     async with _running(service, shutdown_timeout):
         assert service.messenger is not None
         yield service.messenger
+
+
+@contextlib.asynccontextmanager
+async def control_loop(
+    loop: L, /, hz: float, *, shutdown_timeout: float = 5.0, **options: Unpack[LoopKeywords]
+) -> AsyncIterator[ControlLoopProxy[L]]:
+    """Run a :class:`~corral.ControlLoop` in a child for the length of the block.
+
+    >>> async def main() -> None:
+    ...     async with corral.control_loop(Controller(), hz=1000, cpu=1) as rt:
+    ...         await rt.set("setpoint", 3.0)
+
+    The same as :meth:`Supervisor.control_loop <corral.Supervisor.control_loop>`
+    (which documents the options) without a supervisor: leaving the block
+    closes the loop (teardown() runs), killing it after ``shutdown_timeout``.
+    """
+    service, host = open_loop(loop, hz, options)
+    async with _running(service, shutdown_timeout):
+        yield ControlLoopProxy(service, host)
 
 
 @contextlib.asynccontextmanager

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
+from ._control import ControlLoop
+from ._loophost import ControlLoopProxy, LoopKeywords, open_loop
 from ._proxy import Proxy
 from ._scheduler import IntervalWorker
 from ._service import RestartPolicy, Service
@@ -20,6 +22,7 @@ from ._specs import ErrorHandler, Fn, W, WorkerKind, WorkerSpec
 from ._workers import EventWorker, LoopWorker, QueueWorker
 
 T = TypeVar("T")
+L = TypeVar("L", bound=ControlLoop)
 
 
 class WorkerStarter(abc.ABC):
@@ -94,6 +97,45 @@ class WorkerStarter(abc.ABC):
         )
         await self._adopt(service)
         return Proxy(service)
+
+    async def control_loop(
+        self, loop: L, /, hz: float, **options: Unpack[LoopKeywords]
+    ) -> ControlLoopProxy[L]:
+        """Run ``loop.step()`` ``hz`` times a second in a child; returns its proxy.
+
+        >>> async def main() -> None:
+        ...     async with corral.Supervisor() as sup:
+        ...         rt = await sup.control_loop(Controller(), hz=1000, cpu=1)
+        ...         await rt.set("setpoint", 3.0)
+        ...         print(await rt.statistics())
+
+        ``loop`` is a :class:`~corral.ControlLoop` instance, pickled to the
+        child, where ``setup()`` runs, then ``step()`` at absolute deadlines
+        on the real-time recipe (``cpu=`` pins it; ``realtime=True``, the
+        default, adds SCHED_FIFO at ``priority=``, locked memory and the
+        DMA latency hold, each degrading with a warning where not
+        permitted), then ``teardown()`` when closed. Returns once ticking
+        has begun; ``setup()`` raising raises :class:`~corral.StartupError`.
+
+        Host calls (``await rt.method(...)``) are served between ticks, only
+        while the next deadline is at least ``budget`` seconds away (default
+        the smaller of 200 µs and a quarter period). ``spin`` (default 150
+        µs, at most a quarter period) is the busy-wait before each deadline.
+        ``overrun="skip"`` (default) drops ticks whose deadline passed
+        during an overlong step; ``"catch-up"`` runs them late, back to
+        back. ``gc_freeze`` (default True) collects and freezes the heap
+        after setup() and keeps the collector out of ticks. ``history``
+        (default 65,536) is how many ticks the statistics' percentiles
+        cover. ``restart``, ``max_restarts``, ``restart_window``,
+        ``startup_timeout`` and ``log_level`` are as for :meth:`spawn`; a
+        step that raises is a failure: :class:`~corral.StepFailed` names the
+        tick.
+        """
+        self._check_running()
+        options["name"] = self._unique_name(options.get("name"), type(loop))
+        service, host = open_loop(loop, hz, options)
+        await self._adopt(service)
+        return ControlLoopProxy(service, host)
 
     def start_worker(self, spec: WorkerSpec[W], /, *args: Any, **overrides: Any) -> W:
         """Start the worker a spec describes; returns its handle.

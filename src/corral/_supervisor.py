@@ -255,7 +255,8 @@ class Supervisor(WorkerStarter):
                 self._failure = WorkerFailed(
                     name,
                     error,
-                    "Pass restart='on-failure' to sup.spawn() to restart a child that crashes.",
+                    "Pass restart='on-failure' to sup.spawn() or sup.control_loop() to restart "
+                    "a child that crashes.",
                 )
             else:
                 self._failure = WorkerFailed(name, error)

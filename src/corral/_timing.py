@@ -6,7 +6,7 @@ import math
 import sys
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import final
@@ -178,7 +178,7 @@ class Timer:
         return f"Timer(count={self.count}, mean={self.mean:.6g}, max={self.max:.6g})"
 
 
-def _interpolate(ordered: list[float], p: float) -> float:
+def _interpolate(ordered: Sequence[float], p: float) -> float:
     rank = (len(ordered) - 1) * p / 100
     low = math.floor(rank)
     high = min(low + 1, len(ordered) - 1)

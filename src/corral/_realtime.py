@@ -1,0 +1,196 @@
+"""The real-time recipe: what a control loop's thread asks of the kernel, step by step.
+
+Each step is logged with what took effect, and each degrades with a warning
+where it is not permitted. Used as context managers, so ``run_here`` gives
+the calling thread back as it was (a child just exits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import os
+import resource
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from ._region import Flag
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_TIMERSLACK: Final = 29
+_PR_GET_TIMERSLACK: Final = 30
+_MCL_CURRENT: Final = 1
+_MCL_FUTURE: Final = 2
+_CAP_IPC_LOCK: Final = 14
+DMA_LATENCY: Final = "/dev/cpu_dma_latency"
+
+
+@dataclass
+class Facts:
+    """What the recipe achieved (published in the region's header)."""
+
+    policy: str = "SCHED_OTHER"
+    priority: int = 0
+    flags: int = 0
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def realtime(
+    name: str, cpu: tuple[int, ...] | None, *, enabled: bool, priority: int, restore: bool
+) -> Iterator[Facts]:
+    """Pin, raise the scheduling class, lock memory and hold the DMA latency.
+
+    ``cpu`` is pinned here only with ``restore`` (``run_here``): a child
+    pinned itself before importing user code.
+    """
+    facts = Facts()
+    with contextlib.ExitStack() as undo:
+        _pin(name, cpu, facts, undo if restore else None)
+        if enabled:
+            libc = _libc()
+            _schedule(name, priority, facts, libc, undo if restore else None)
+            _lock_memory(name, facts, libc, undo if restore else None)
+            undo.enter_context(_dma_latency(name, facts))
+        else:
+            logger.info("%s: realtime=False: normal scheduling, memory not locked", name)
+        yield facts
+
+
+def _pin(
+    name: str, cpu: tuple[int, ...] | None, facts: Facts, undo: contextlib.ExitStack | None
+) -> None:
+    if cpu is None:
+        logger.info("%s: not pinned (pass cpu= to give the loop a core of its own)", name)
+        return
+    if undo is not None:
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cpu)
+        undo.callback(os.sched_setaffinity, 0, before)
+    if set(os.sched_getaffinity(0)) == set(cpu):
+        facts.flags |= Flag.PINNED
+        logger.info("%s: pinned to cpu %s", name, ",".join(map(str, cpu)))
+    else:
+        logger.warning("%s: could not pin to cpu %s; running unpinned", name, cpu)
+
+
+def _schedule(
+    name: str,
+    priority: int,
+    facts: Facts,
+    libc: ctypes.CDLL | None,
+    undo: contextlib.ExitStack | None,
+) -> None:
+    before = (os.sched_getscheduler(0), os.sched_getparam(0))
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as error:
+        slack = libc is not None and libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0) == 0
+        logger.warning(
+            "%s: SCHED_FIFO is not permitted here (%s); staying SCHED_OTHER%s. Expect "
+            "lateness of tens to hundreds of microseconds under load; run as root or "
+            "grant CAP_SYS_NICE (or set an rtprio limit) for SCHED_FIFO",
+            name,
+            error.strerror,
+            " with a 1 ns timer slack" if slack else "",
+        )
+        if slack and undo is not None and libc is not None:
+            undo.callback(libc.prctl, _PR_SET_TIMERSLACK, 50_000, 0, 0, 0)
+        return
+    facts.policy, facts.priority = "SCHED_FIFO", priority
+    logger.info("%s: SCHED_FIFO priority %d", name, priority)
+    if undo is not None:
+        undo.callback(os.sched_setscheduler, 0, *before)
+
+
+def _lock_memory(
+    name: str, facts: Facts, libc: ctypes.CDLL | None, undo: contextlib.ExitStack | None
+) -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    # With a finite limit, MCL_FUTURE would make later allocations fail once
+    # the limit is reached: lock only when the limit does not apply.
+    if not _capable(_CAP_IPC_LOCK) and soft != resource.RLIM_INFINITY:
+        logger.warning(
+            "%s: memory not locked: RLIMIT_MEMLOCK is %d KiB (raise it with `ulimit -l "
+            "unlimited`, or grant CAP_IPC_LOCK); page faults may make ticks late",
+            name,
+            soft // 1024,
+        )
+        return
+    if libc is None or libc.mlockall(_MCL_CURRENT | _MCL_FUTURE) != 0:
+        errno = ctypes.get_errno()
+        logger.warning("%s: memory not locked: mlockall failed (%s)", name, os.strerror(errno))
+        return
+    facts.flags |= Flag.MEMORY_LOCKED
+    logger.info("%s: memory locked (mlockall current and future)", name)
+    if undo is not None:
+        undo.callback(libc.munlockall)
+
+
+def _capable(bit: int) -> bool:
+    """Whether this thread has capability ``bit`` in its effective set (Linux)."""
+    try:
+        with open("/proc/thread-self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> bit & 1)
+    except OSError:
+        pass
+    return False
+
+
+@contextlib.contextmanager
+def _dma_latency(name: str, facts: Facts) -> Iterator[None]:
+    """Hold /dev/cpu_dma_latency at 0 (no deep C-states) for as long as the file is open."""
+    try:
+        fd = os.open(DMA_LATENCY, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as error:
+        logger.info("%s: %s not held (%s)", name, DMA_LATENCY, error.strerror)
+        yield
+        return
+    try:
+        os.write(fd, struct.pack("i", 0))
+        facts.flags |= Flag.DMA_LATENCY
+        logger.info("%s: %s held at 0 us", name, DMA_LATENCY)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def frozen_gc(name: str, facts: Facts, *, enabled: bool) -> Iterator[None]:
+    """After setup(): collect, freeze what is left, and keep the collector out of ticks.
+
+    Young garbage is still collected, between ticks when the next deadline
+    is far (see ``Ticker.idle``).
+    """
+    if not enabled:
+        yield
+        return
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    facts.flags |= Flag.GC_FROZEN
+    logger.info(
+        "%s: gc collected, %d objects frozen, automatic collection off during ticks",
+        name,
+        gc.get_freeze_count(),
+    )
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()

@@ -1,0 +1,147 @@
+"""The memory a control loop shares with its host: a header, the slots, a ring.
+
+One region per loop, in 8-byte words::
+
+    header (HEADER words)  counters and facts the loop publishes (see W)
+    slots                  see ``_slots``: a sequence word and a value each
+    ring (3 words a tick)  deadline, wake and end of step of the last ticks
+
+For a loop in a child it is a ``memfd`` both processes map: no file to
+clean up, freed when the last mapping goes. For ``run_here`` it is plain
+memory. Only the loop writes the header (except :data:`W.WATCHERS`) and the
+ring; the host reads them without stopping it.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Any, Final, final
+
+from ._slots import Layout
+
+HEADER: Final = 32  # words
+MAGIC: Final = 0x636F7272616C0001  # "corral", layout version 1
+
+
+class W:
+    """Indices of the header's words."""
+
+    MAGIC: Final = 0
+    RUNNING: Final = 1  # 1 while ticking
+    T0: Final = 2  # first deadline, perf_counter_ns (CLOCK_MONOTONIC: the same in every process)
+    PERIOD: Final = 3
+    TICKS: Final = 4  # ticks run (the ring holds the last of them)
+    SKIPPED: Final = 5
+    OVERRUNS: Final = 6
+    MAX_LATE: Final = 7
+    MAX_STEP: Final = 8
+    CPU0: Final = 9  # CPU time (ns) when ticking began
+    WALL0: Final = 10
+    CPU_NOW: Final = 11  # CPU time and wall clock, refreshed every few ticks
+    WALL_NOW: Final = 12
+    POLICY: Final = 13  # 1: SCHED_FIFO in effect
+    PRIORITY: Final = 14
+    FLAGS: Final = 15  # see Flag
+    WATCHERS: Final = 16  # written by the host: > 0 while someone watches outputs
+    STARVED: Final = 17  # host turns forced on a loop with no room between ticks
+    LAST_TICK: Final = 18  # grid number of the last tick run
+    PID: Final = 19
+
+
+class Flag:
+    """Bits of :data:`W.FLAGS`: what the real-time recipe achieved."""
+
+    PINNED: Final = 1
+    MEMORY_LOCKED: Final = 2
+    GC_FROZEN: Final = 4
+    DMA_LATENCY: Final = 8
+
+
+@final
+class Region:
+    """One loop's shared memory (see the module docstring)."""
+
+    def __init__(self, layout: Layout, history: int, memory: Any, fd: int | None) -> None:
+        self.layout = layout
+        self.history = history
+        self.fd = fd
+        self._memory = memory
+        self.view = memoryview(memory)
+        self.words = self.view.cast("q")
+        self.ring_start = layout.end
+
+    @staticmethod
+    def size(layout: Layout, history: int) -> int:
+        return (layout.end + 3 * history) * 8
+
+    @classmethod
+    def create(cls, layout: Layout, history: int, *, shared: bool) -> Region:
+        """New zeroed memory: a memfd to share with a child, or plain memory."""
+        size = cls.size(layout, history)
+        if not shared:
+            return cls(layout, history, bytearray(size), None)
+        fd = os.memfd_create("corral-control-loop", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            memory = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        region = cls(layout, history, memory, fd)
+        region.words[W.MAGIC] = MAGIC
+        return region
+
+    @classmethod
+    def attach(cls, layout: Layout, history: int, fd: int) -> Region:
+        """The child's mapping of the host's memfd (the fd is closed: the map keeps it)."""
+        try:
+            memory = mmap.mmap(fd, cls.size(layout, history))
+        finally:
+            os.close(fd)
+        region = cls(layout, history, memory, None)
+        if region.words[W.MAGIC] != MAGIC:
+            raise RuntimeError("the control loop's shared memory is not what the host made")
+        return region
+
+    def start_run(self) -> None:
+        """Zero the counters and the ring for a new run (slot values are kept)."""
+        words = self.words
+        for index in range(1, HEADER):
+            if index != W.WATCHERS:
+                words[index] = 0
+        ring = self.ring_start
+        self.view[ring * 8 :] = bytes(len(self.view) - ring * 8)
+
+    def snapshot(self) -> Region:
+        """A private copy, readable after the shared memory is gone."""
+        return Region(self.layout, self.history, bytearray(self.view), None)
+
+    def close(self) -> None:
+        """Unmap and close (views handed out must have been released)."""
+        self.words.release()
+        self.view.release()
+        if isinstance(self._memory, mmap.mmap):
+            self._memory.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def ring(self) -> list[int]:
+        """Flat ``[deadline, wake, end, ...]`` of the last ticks run, oldest first.
+
+        Read while the loop runs: entries overwritten during the copy (and the
+        one that may be half written) are left out.
+        """
+        words, history, start = self.words, self.history, self.ring_start
+        before = words[W.TICKS]
+        raw = words[start : start + 3 * history].tolist()
+        after = words[W.TICKS]
+        first = max(0, after - history + 1, before - history)  # oldest count still intact
+        count = before - first
+        if count <= 0:
+            return []
+        index = first % history
+        if index + count <= history:
+            return raw[3 * index : 3 * (index + count)]
+        return raw[3 * index :] + raw[: 3 * (index + count - history)]
