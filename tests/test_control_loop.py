@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 import corral
+from tests.conftest import thread_idents
 from tests.loops import WIDE, Counter, FailsOnce, SetupFails, Wide
 
 pytestmark = pytest.mark.anyio
@@ -223,6 +224,16 @@ async def test_recipe_steps_are_logged_on_the_host(caplog: pytest.LogCaptureFixt
     assert f"logged: pinned to cpu {CPU}" in messages
     assert "logged: SCHED_FIFO priority 50" in messages
     assert any("objects frozen" in m for m in messages)
+
+
+async def test_statistics_of_a_long_window_leave_no_thread() -> None:
+    threads = thread_idents()
+    async with corral.control_loop(Counter(), hz=20_000) as rt:
+        await until(rt, "count", lambda value: value > 5000)
+        stats = await rt.statistics()  # sorted in a thread of its own, which has ended
+        assert stats.window > 5000
+        assert stats.lateness.p50 <= stats.lateness.p99 <= stats.lateness.max
+    assert thread_idents() == threads
 
 
 async def test_nothing_is_left_behind() -> None:

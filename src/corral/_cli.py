@@ -17,6 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--duration", type=float, default=8.0, help="seconds to run (default 8)")
     demo.add_argument("--fleet", type=int, default=2000, help="interval workers in the fleet")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON only")
+    demo.add_argument("--no-rt", action="store_true", help="leave out the 1 kHz control loop")
     demo.add_argument("--verbose", action="store_true", help="show corral's debug log")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.fleet < 0:
@@ -28,7 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._demo import run_demo  # noqa: PLC0415  (keeps `corral --help` fast)
 
     try:
-        return run_demo(duration=args.duration, fleet=args.fleet, as_json=args.json)
+        return run_demo(
+            duration=args.duration,
+            fleet=args.fleet,
+            as_json=args.json,
+            control_loop=not args.no_rt,
+        )
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

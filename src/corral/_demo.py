@@ -4,7 +4,8 @@ Sensors are polled at 10 Hz; readings go through a priority queue (alarms
 first) to two processors; alarms trigger a dashboard refresh (coalesced); a
 loop worker flushes batches; a flaky uplink fails now and then and is handled
 by ``on_error``; a calibration service runs in a child process behind a
-proxy, is killed half-way and restarted; and a fleet of interval workers
+proxy, is killed half-way and restarted; a 1 kHz control loop holds a
+simulated room at a setpoint on a core of its own; and a fleet of interval workers
 shows what one shared timer does at scale. Every second a status line; at
 the end, a summary of figures.
 """
@@ -35,6 +36,7 @@ from . import (
     catchtime,
     run,
 )
+from ._demo_loop import Stabilizer, loop_core, loop_line, loop_summary
 from ._run import uvloop_available
 
 
@@ -53,9 +55,9 @@ class Calibrator:
         return value
 
 
-def run_demo(*, duration: float, fleet: int, as_json: bool) -> int:
+def run_demo(*, duration: float, fleet: int, as_json: bool, control_loop: bool = True) -> int:
     """Run the demo for ``duration`` seconds; print a summary; return the exit status."""
-    summary = run(_plant, duration, fleet, not as_json)
+    summary = run(_plant, duration, fleet, not as_json, control_loop)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
@@ -64,7 +66,9 @@ def run_demo(*, duration: float, fleet: int, as_json: bool) -> int:
     return 0 if summary["all_stopped"] and left["threads"] == left["processes"] == 0 else 1
 
 
-async def _plant(duration: float, fleet: int, live: bool) -> dict[str, Any]:  # noqa: PLR0915
+async def _plant(  # noqa: PLR0915
+    duration: float, fleet: int, live: bool, control_loop: bool
+) -> dict[str, Any]:
     rng = random.Random(7)
     threads_before = threading.active_count()
     process = psutil.Process()
@@ -151,6 +155,17 @@ async def _plant(duration: float, fleet: int, live: bool) -> dict[str, Any]:  # 
             rpc.record(call.elapsed)
             counts["calibrated"] += 1
 
+        stabilizer = None
+        if control_loop:
+            stabilizer = await sup.control_loop(
+                Stabilizer(), hz=1000, cpu=loop_core(), name="stabilizer"
+            )
+
+            @sup.every(2.0, name="setpoints")
+            async def setpoints() -> None:
+                assert stabilizer is not None
+                await stabilizer.set("setpoint", rng.choice((19.0, 21.0, 23.0)))
+
         sup.on_shutdown.register(lambda: shutdown_log.append("on_shutdown hook ran"))
         started = time.monotonic()
         for second in range(1, math.ceil(duration) + 1):
@@ -164,7 +179,20 @@ async def _plant(duration: float, fleet: int, live: bool) -> dict[str, Any]:  # 
                         break
             if live:  # (the workers shown, not sup.statistics(): that sorts every window)
                 _status(second, counts, processors, refresh, fleet_workers)
+                if stabilizer is not None:
+                    loop = await stabilizer.statistics()
+                    print(
+                        f"       control loop: {loop.ticks:>6} ticks, lateness p99 "
+                        f"{loop.lateness.p99 * 1e6:5.1f} us, max {loop.lateness.max * 1e6:6.1f} us"
+                        f"; room {await stabilizer.get('temperature'):5.2f} C (setpoint "
+                        f"{await stabilizer.get('setpoint'):.0f} C)",
+                        flush=True,
+                    )
         service["burst"] = await _burst(calibrator)
+        loop_figures = None
+        if stabilizer is not None:
+            temperature = await stabilizer.get("temperature")
+            loop_figures = loop_summary(await stabilizer.statistics(), temperature)
         child = calibrator.statistics()
         service.update(
             last_pid=child.pid,
@@ -197,6 +225,7 @@ async def _plant(duration: float, fleet: int, live: bool) -> dict[str, Any]:  # 
         "cpu_pct": round(100 * cpu / elapsed, 1),
         "rss_mb": round(process.memory_info().rss / 2**20, 1),
         "service": service,
+        "control_loop": loop_figures,
         "all_stopped": all(w.state.value == "stopped" for w in workers),
         "shutdown": shutdown_log,
         "left_running": {
@@ -302,6 +331,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"round trip p50 {v['burst']['p50_us']} us, p99 {v['burst']['p99_us']} us "
         f"over {v['burst']['calls']:,} back-to-back calls"
     )
+    if s["control_loop"]:
+        print(loop_line(s["control_loop"]))
     print(f"process: CPU {s['cpu_pct']}% of one core, RSS {s['rss_mb']} MB")
     left = s["left_running"]
     print(

@@ -26,6 +26,7 @@ from ._region import HEADER, Region, W
 from ._service import RestartPolicy, Service
 from ._serving import Member, describe
 from ._slots import SlotSpec, SlotWriter, Value
+from ._threads import run_in_own_thread
 
 L = TypeVar("L", bound=ControlLoop)
 _INLINE_STATISTICS: Final = 4096  # ticks summarized on the loop; more go to a thread
@@ -209,7 +210,10 @@ class ControlLoopProxy(ProxyBase[L], Generic[L]):
         if len(ring) <= 3 * _INLINE_STATISTICS:
             await anyio.lowlevel.checkpoint()
             return summarize_copy(*arguments)
-        return await anyio.to_thread.run_sync(summarize_copy, *arguments)
+        statistics: ControlLoopStatistics = await run_in_own_thread(
+            summarize_copy, *arguments, name=f"corral-statistics:{service.name}"
+        )
+        return statistics
 
 
 async def _read(host: LoopHost, spec: SlotSpec) -> Value:

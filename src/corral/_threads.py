@@ -9,6 +9,7 @@ than by a task waiting on it, so interval workers need no task per tick.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from typing import Any, final
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 
 from ._eventloop import LoopHandle
 
@@ -205,3 +208,32 @@ class Job:
     def cancel(self) -> None:
         """Skip the call if no thread has taken it yet."""
         self.cancelled = True
+
+
+async def run_in_own_thread(fn: Callable[..., Any], *args: object, name: str) -> Any:
+    """``fn(*args)`` in a new thread that ends with the call (unlike anyio's idle pool).
+
+    For occasional heavy work (a statistics sort) where no thread may be left
+    behind. Cancelling the wait abandons the result; the thread still ends
+    when ``fn`` returns.
+    """
+    token = anyio.lowlevel.current_token()
+    finished = anyio.Event()
+    outcome: list[tuple[bool, Any]] = []
+
+    def work() -> None:
+        try:
+            outcome.append((True, fn(*args)))
+        except BaseException as error:  # delivered to the waiting task
+            outcome.append((False, error))
+        with contextlib.suppress(RuntimeError):  # the loop has gone: nobody is waiting
+            anyio.from_thread.run_sync(finished.set, token=token)
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    await finished.wait()
+    thread.join()  # it is returning from its last call: a matter of microseconds
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value
