@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import array
 import gc
+import logging
 import os
 import struct
 import subprocess
@@ -322,7 +324,8 @@ def test_percentiles_and_summary_from_a_known_ring() -> None:
     words = [0] * HEADER
     words[W.PERIOD], words[W.TICKS], words[W.MAX_LATE] = period, 100, 50_000
     words[W.CPU0], words[W.CPU_NOW], words[W.WALL0], words[W.WALL_NOW] = 0, 25, 0, 100
-    stats = summarize_copy(ring, words, "known", 0)
+    raw = array.array("q", ring).tobytes()
+    stats = summarize_copy((raw, 100, 0, 100, 100), words, "known", 0)
     assert stats.lateness.p50 == pytest.approx(1e-6)
     assert stats.lateness.max == 50e-6
     assert stats.step.p50 == pytest.approx(20e-6)
@@ -332,3 +335,12 @@ def test_percentiles_and_summary_from_a_known_ring() -> None:
     assert stats.hz == 1000
     assert stats.window == 100
     assert "100 ticks at 1000 Hz" in str(stats)
+
+
+def test_overruns_warn_overtime_at_most_once_a_second(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="corral._control")
+    stats = Slow(spin=0.003, every=1).run_here(hz=500, ticks=20)  # every step overruns
+    assert stats.overruns == 20
+    warnings = [r.getMessage() for r in caplog.records if "OVERTIME" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("Slow OVERTIME: tick 0 ended")

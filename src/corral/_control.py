@@ -7,6 +7,7 @@ or run it here with :meth:`ControlLoop.run_here`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 Overrun = Literal["skip", "catch-up"]
 MAX_HZ: Final = 100_000
+MIN_HZ: Final = 0.001  # a period of 1000 s
 DEFAULT_HISTORY: Final = 65_536
 
 
@@ -167,14 +169,27 @@ class ControlLoop:
                         ticker.begin(perf_counter_ns() + options.period)
                         ticker.run_blocking(ticks, until)
                 finally:
-                    self.teardown()
+                    teardown(self, options.name, quiet=ticker.failure is not None)
         finally:
             self.inputs, self.outputs = dict(self.inputs), dict(self.outputs)
             slots.release()
         if ticker.failure is not None:
             tick, error = ticker.failure
+            if not isinstance(error, Exception):  # sys.exit(), Ctrl-C: as they are
+                raise error
             raise StepFailed(options.name, tick, error) from error
         return summarize(region, options.name)
+
+
+def teardown(loop: ControlLoop, name: str, *, quiet: bool) -> None:
+    """Run ``loop.teardown()``; with ``quiet`` (a failure is already on its way) only log
+    what it raises."""
+    try:
+        loop.teardown()
+    except Exception:
+        if not quiet:
+            raise
+        logger.exception("%s: teardown() raised", name)
 
 
 def publish(region: Region, facts: Facts) -> None:
@@ -227,8 +242,14 @@ class LoopOptions:
             )
         if type(obj).step is ControlLoop.step:
             raise TypeError(f"{type(obj).__qualname__} must define step(), the work of one tick")
-        if isinstance(hz, bool) or not isinstance(hz, int | float) or not 0 < hz <= MAX_HZ:
-            raise ValueError(f"hz= must be a rate in Hz, > 0 and <= {MAX_HZ}; got {hz!r}")
+        for hook in ("setup", "step", "teardown", "on_overrun"):
+            if inspect.iscoroutinefunction(getattr(type(obj), hook)):
+                raise TypeError(
+                    f"{type(obj).__qualname__}.{hook}() must be a plain def: the loop calls it "
+                    "between deadlines and never awaits (do async work in host-called methods)"
+                )
+        if isinstance(hz, bool) or not isinstance(hz, int | float) or not MIN_HZ <= hz <= MAX_HZ:
+            raise ValueError(f"hz= must be a rate in Hz from {MIN_HZ} to {MAX_HZ}; got {hz!r}")
         period = round(1e9 / hz)
         if overrun not in get_args(Overrun):
             raise ValueError(f'overrun= must be "skip" or "catch-up", got {overrun!r}')

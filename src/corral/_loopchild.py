@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import traceback
 from time import perf_counter_ns
 from typing import Final
@@ -18,7 +19,7 @@ import anyio
 import anyio.abc
 
 from ._answers import Request, failure_payload
-from ._control import ControlLoop, LoopOptions, publish
+from ._control import ControlLoop, LoopOptions, publish, teardown
 from ._errors import RemoteError, StartupError, StepFailed
 from ._messenger import Messenger
 from ._realtime import frozen_gc, realtime
@@ -27,7 +28,7 @@ from ._serving import Server, describe
 from ._slots import Inputs, Outputs, SlotWriter
 from ._spawn import FAILURE_CHANNEL
 from ._ticker import LoopSelector, Ticker
-from ._wire import dumps
+from ._wire import dumps_inband
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,10 @@ async def serve_loop(
                 )
             )
             return 1
-        server = Server(obj, messenger, task_group, hidden=HIDDEN)
+        # teardown() is the loop's cleanup: a close() it has is the host's to call
+        server = Server(
+            obj, messenger, task_group, hidden=HIDDEN, admit=_selector.has_room, close_object=False
+        )
         ticker = Ticker(
             obj, region, options.period, skip=options.skip, spin=options.spin,
             outputs=obj.outputs, eventfd=options.eventfd if options.eventfd >= 0 else None,
@@ -90,7 +94,7 @@ async def serve_loop(
                 ticker.stop()
         finally:
             ticker.stop()
-            _teardown(obj, name)
+            teardown(obj, name, quiet=True)
     if ticker.failure is not None:
         tick, raised = ticker.failure
         _report(messenger, StepFailed(name, tick, _portable(raised)), raised)
@@ -111,17 +115,10 @@ async def _until_stopped(server: Server, stopped: anyio.Event) -> None:
         tasks.cancel_scope.cancel()
 
 
-def _teardown(obj: ControlLoop, name: str) -> None:
-    try:
-        obj.teardown()
-    except Exception:
-        logger.exception("%s: teardown() raised", name)
-
-
 def _portable(error: BaseException) -> BaseException:
     """``error``, or a RemoteError standing for it if it cannot cross to the host."""
     try:
-        dumps(error)
+        pickle.loads(dumps_inband(error))  # it must unpickle there, not only pickle here
     except Exception:
         return RemoteError(
             f"{type(error).__module__}.{type(error).__qualname__}",

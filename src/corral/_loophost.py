@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Final, Generic, TypedDict, TypeVar, final
@@ -28,6 +29,7 @@ from ._serving import Member, describe
 from ._slots import SlotSpec, SlotWriter, Value
 from ._threads import run_in_own_thread
 
+logger = logging.getLogger(__name__)
 L = TypeVar("L", bound=ControlLoop)
 _INLINE_STATISTICS: Final = 4096  # ticks summarized on the loop; more go to a thread
 
@@ -118,7 +120,8 @@ class LoopHost:
         if self.closed:
             return
         self.closed = True
-        snapshot = self.region.snapshot()
+        snapshot, torn = self.region.snapshot()
+        _warn_torn(self.options.name, torn)
         self.slots.release()
         self.region.close()
         self.region, self.slots = snapshot, SlotWriter(self.options.layout, snapshot.view)
@@ -182,7 +185,7 @@ class ControlLoopProxy(ProxyBase[L], Generic[L]):
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
         host: LoopHost = self._host
-        return await _read(host, host.options.layout.spec(name))
+        return await _read(host, host.options.layout.spec(name), self._service)
 
     def watch(self, name: str) -> AsyncIterator[Value]:
         """``async for value in rt.watch(name)``: output ``name`` now, then each time it changes.
@@ -204,10 +207,12 @@ class ControlLoopProxy(ProxyBase[L], Generic[L]):
         """
         host: LoopHost = self._host
         service: Service = self._service
-        ring = host.region.ring()
         words = host.region.words[:HEADER].tolist()
+        if service.pid is None:  # killed, or between restarts: whatever its header says
+            words[W.RUNNING] = 0
+        ring = host.region.copy_ring()
         arguments = (ring, words, service.name, service.restarts)
-        if len(ring) <= 3 * _INLINE_STATISTICS:
+        if min(words[W.TICKS], host.options.history) <= _INLINE_STATISTICS:
             await anyio.lowlevel.checkpoint()
             return summarize_copy(*arguments)
         statistics: ControlLoopStatistics = await run_in_own_thread(
@@ -216,13 +221,26 @@ class ControlLoopProxy(ProxyBase[L], Generic[L]):
         return statistics
 
 
-async def _read(host: LoopHost, spec: SlotSpec) -> Value:
+async def _read(host: LoopHost, spec: SlotSpec, service: Service) -> Value:
     while True:
         for _ in range(100):
             read = host.slots.read(spec)
             if read is not None:
                 return read[1]
+        if service.pid is None:  # no loop: the write under way died with the last one
+            _warn_torn(service.name, host.region.complete_writes())
+            continue
         await anyio.lowlevel.checkpoint()  # the writer was preempted mid-write
+
+
+def _warn_torn(name: str, torn: list[str]) -> None:
+    if torn:
+        logger.warning(
+            "control loop %r died while writing %s: %s may hold part of a new value",
+            name,
+            ", ".join(map(repr, torn)),
+            "they" if len(torn) > 1 else "it",
+        )
 
 
 @final

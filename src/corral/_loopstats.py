@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from operator import sub
 from typing import final
 
-from ._region import Flag, Region, W
+from ._region import HEADER, Flag, Region, W, ring_entries
 from ._timing import _interpolate
 
 
@@ -98,15 +98,15 @@ class ControlLoopStatistics:
 
 def summarize(region: Region, name: str, *, restarts: int = 0) -> ControlLoopStatistics:
     """The statistics of the loop writing ``region`` (it may be running)."""
-    ring = region.ring()
-    words = region.words[: W.PID + 1].tolist()
-    return summarize_copy(ring, words, name, restarts)
+    words = region.words[:HEADER].tolist()
+    return summarize_copy(region.copy_ring(), words, name, restarts)
 
 
 def summarize_copy(
-    ring: list[int], words: list[int], name: str, restarts: int
+    ring_copy: tuple[bytes, int, int, int, int], words: list[int], name: str, restarts: int
 ) -> ControlLoopStatistics:
-    """:func:`summarize` from copies (so the sorting can run in a worker thread)."""
+    """:func:`summarize` from copies (so the work can run in a worker thread)."""
+    ring = ring_entries(*ring_copy)
     deadlines, wakes, ends = ring[0::3], ring[1::3], ring[2::3]
     lateness = list(map(sub, wakes, deadlines))  # map over C functions: ~10x a comprehension
     steps = list(map(sub, ends, wakes))

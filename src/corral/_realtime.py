@@ -128,14 +128,24 @@ def _lock_memory(
             soft // 1024,
         )
         return
+    locked_before = _locked_kib()
     if libc is None or libc.mlockall(_MCL_CURRENT | _MCL_FUTURE) != 0:
         errno = ctypes.get_errno()
         logger.warning("%s: memory not locked: mlockall failed (%s)", name, os.strerror(errno))
         return
     facts.flags |= Flag.MEMORY_LOCKED
     logger.info("%s: memory locked (mlockall current and future)", name)
-    if undo is not None:
+    if undo is not None and not locked_before:  # unlock only what was not locked before
         undo.callback(libc.munlockall)
+
+
+def _locked_kib() -> int:
+    """Memory this process has locked already (VmLck), in KiB."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmLck:"):
+                return int(line.split()[1])
+    return 0
 
 
 def _capable(bit: int) -> bool:
@@ -179,6 +189,7 @@ def frozen_gc(name: str, facts: Facts, *, enabled: bool) -> Iterator[None]:
         yield
         return
     was_enabled = gc.isenabled()
+    was_frozen = gc.get_freeze_count() > 0  # by the host: leave that as it was
     gc.collect()
     gc.freeze()
     gc.disable()
@@ -191,6 +202,7 @@ def frozen_gc(name: str, facts: Facts, *, enabled: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not was_frozen:
+            gc.unfreeze()
         if was_enabled:
             gc.enable()

@@ -113,9 +113,24 @@ class Region:
         ring = self.ring_start
         self.view[ring * 8 :] = bytes(len(self.view) - ring * 8)
 
-    def snapshot(self) -> Region:
-        """A private copy, readable after the shared memory is gone."""
-        return Region(self.layout, self.history, bytearray(self.view), None)
+    def snapshot(self) -> tuple[Region, list[str]]:
+        """A private copy, readable after the loop and its shared memory are gone.
+
+        Also returns the slots a dying loop left half written (their sequence
+        odd): the copy marks them complete, so reading them does not wait.
+        """
+        copy = Region(self.layout, self.history, bytearray(self.view), None)
+        copy.words[W.RUNNING] = 0
+        return copy, copy.complete_writes()
+
+    def complete_writes(self) -> list[str]:
+        """Mark slots left half written by a writer that is gone as complete; their names."""
+        torn = []
+        for spec in self.layout.specs.values():
+            if self.words[spec.word] & 1:
+                self.words[spec.word] += 1
+                torn.append(spec.name)
+        return torn
 
     def close(self) -> None:
         """Unmap and close (views handed out must have been released)."""
@@ -128,20 +143,35 @@ class Region:
             self.fd = None
 
     def ring(self) -> list[int]:
-        """Flat ``[deadline, wake, end, ...]`` of the last ticks run, oldest first.
+        """Flat ``[deadline, wake, end, ...]`` of the last ticks run, oldest first."""
+        return ring_entries(*self.copy_ring())
 
-        Read while the loop runs: entries overwritten during the copy (and the
-        one that may be half written) are left out.
+    def copy_ring(self) -> tuple[bytes, int, int, int, int]:
+        """The raw ring and its counters, copied while the loop may be writing it.
+
+        A memcpy: cheap enough for the event loop; :func:`ring_entries` does
+        the rest, anywhere.
         """
-        words, history, start = self.words, self.history, self.ring_start
+        words, start = self.words, self.ring_start
+        running = words[W.RUNNING]
         before = words[W.TICKS]
-        raw = words[start : start + 3 * history].tolist()
-        after = words[W.TICKS]
-        first = max(0, after - history + 1, before - history)  # oldest count still intact
-        count = before - first
-        if count <= 0:
-            return []
-        index = first % history
-        if index + count <= history:
-            return raw[3 * index : 3 * (index + count)]
-        return raw[3 * index :] + raw[: 3 * (index + count - history)]
+        raw = bytes(self.view[start * 8 :])
+        return raw, self.history, running, before, words[W.TICKS]
+
+
+def ring_entries(raw: bytes, history: int, running: int, before: int, after: int) -> list[int]:
+    """:meth:`Region.copy_ring`'s copy as flat ``[deadline, wake, end, ...]``, oldest first.
+
+    Entries overwritten during the copy, and the one a running loop may have
+    been half way through, are left out.
+    """
+    # a running loop may be writing the entry of tick `after` over the oldest one
+    first = max(0, after - history + (1 if running else 0), before - history)
+    count = before - first
+    if count <= 0:
+        return []
+    entries = memoryview(raw).cast("q").tolist()
+    index = first % history
+    if index + count <= history:
+        return entries[3 * index : 3 * (index + count)]
+    return entries[3 * index :] + entries[: 3 * (index + count - history)]

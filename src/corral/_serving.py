@@ -13,12 +13,14 @@ import contextlib
 import enum
 import inspect
 import logging
+from collections import deque
 from collections.abc import Callable
 from types import CoroutineType
 from typing import Any, Final, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from ._answers import Request
 from ._errors import WorkerStopped
@@ -122,8 +124,14 @@ class Server:
         messenger: Messenger,
         task_group: anyio.abc.TaskGroup,
         hidden: frozenset[str] = frozenset(),
+        admit: Callable[[], bool] | None = None,
+        close_object: bool = True,
     ) -> None:
         self.obj = obj
+        self._close_object = close_object  # call its aclose()/close() when closing
+        self._admit = admit  # None, or: may a call start now? (a control loop's budget)
+        self._waiting: deque[Request] = deque()  # calls not admitted yet, in arrival order
+        self._draining = False
         self.members = describe(type(obj), hidden)
         self._hidden = hidden
         # sync methods, looked up once: they run inline, straight from the read callback
@@ -149,7 +157,8 @@ class Server:
             request._cancel()
         if self._active:
             await self._idle.wait()
-        await _close_object(self.obj)
+        if self._close_object:
+            await _close_object(self.obj)
 
     # -- dispatch --------------------------------------------------------------------
 
@@ -157,7 +166,7 @@ class Server:
         """A sync method's call, answered straight from the read callback (the common case)."""
         op, name, args, kwargs = value
         method = self._inline.get(name)
-        if method is None or op != Op.CALL or self._closing:
+        if method is None or op != Op.CALL or self._closing or not self._may_start():
             return NOT_INLINE
         result = method(*args, **kwargs)
         if type(result) is CoroutineType:  # a plain def that returned a coroutine
@@ -165,10 +174,34 @@ class Server:
             return NOT_INLINE
         return result
 
+    def _may_start(self) -> bool:
+        return self._admit is None or (not self._waiting and self._admit())
+
     def _request(self, request: Request) -> None:
         if self._closing:
             request.fail(WorkerStopped(f"{self._messenger.name} is closing"))
-            return
+        elif self._may_start():
+            self._dispatch(request)
+        else:  # the loop's next deadline is too near: in a later turn, in order
+            self._waiting.append(request)
+            if not self._draining:
+                self._draining = True
+                self._active += 1
+                self._task_group.start_soon(self._drain)
+
+    async def _drain(self) -> None:
+        """Start the calls that were not admitted, each when there is room for it."""
+        assert self._admit is not None
+        try:
+            while self._waiting:
+                await anyio.lowlevel.checkpoint()  # a later turn: ticks run in between
+                while self._waiting and self._admit():
+                    self._dispatch(self._waiting.popleft())
+        finally:
+            self._draining = False
+            self._finished_one()
+
+    def _dispatch(self, request: Request) -> None:
         try:
             op, name, args, kwargs = request.value
             if (coroutine := self._returned.pop(id(request.value), None)) is not None:
@@ -261,10 +294,13 @@ class Server:
             request.fail(error)
         finally:
             self._streams.discard(request)
-            self._active -= 1
-            if not self._active:
-                self._idle.set()
-                self._idle = anyio.Event()
+            self._finished_one()
+
+    def _finished_one(self) -> None:
+        self._active -= 1
+        if not self._active:
+            self._idle.set()
+            self._idle = anyio.Event()
 
     @staticmethod
     async def _await(request: Request, method: Callable[..., Any], args: Any, kwargs: Any) -> None:

@@ -17,7 +17,7 @@ stores are not reordered with stores nor loads with loads.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, final
 
@@ -138,6 +138,8 @@ def check_value(spec: SlotSpec, value: Any) -> Value:
 
 def pack(spec: SlotSpec, packer: struct.Struct, value: Any) -> bytes:
     """``value`` packed for the slot, or a TypeError/ValueError that names the slot."""
+    if spec.count and type(value) not in (tuple, list) and not _is_sequence(value):
+        raise _bad_value(spec, value, None)  # a dict or a set would give up its keys
     try:
         data = packer.pack(*value) if spec.count else packer.pack(value)
     except (struct.error, TypeError, OverflowError) as error:
@@ -147,6 +149,10 @@ def pack(spec: SlotSpec, packer: struct.Struct, value: Any) -> bytes:
     if spec.code == "?" and not all(isinstance(item, int) for item in items):
         raise _bad_value(spec, value, None)
     return data
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
 
 
 def _bad_value(spec: SlotSpec, value: Any, error: BaseException | None) -> Exception:
@@ -173,9 +179,18 @@ class SlotWriter:
 
     def write(self, spec: SlotSpec, value: Any) -> None:
         """Store ``value`` (checked) in the slot: the only writer of that slot."""
-        self._store(spec, pack(spec, self._structs[spec.name], value))
+        self.store(spec, self.encode(spec, value))
 
-    def _store(self, spec: SlotSpec, data: bytes) -> None:
+    def encode(self, spec: SlotSpec, value: Any) -> bytes:
+        """``value`` packed for the slot (checked)."""
+        return pack(spec, self._structs[spec.name], value)
+
+    def decode(self, spec: SlotSpec, data: bytes) -> Value:
+        items = self._structs[spec.name].unpack(data)
+        return items if spec.count else items[0]
+
+    def store(self, spec: SlotSpec, data: bytes) -> None:
+        """Store packed ``data`` in the slot, a seqlock write."""
         words, word = self._words, spec.word
         sequence = words[word]
         words[word] = sequence | 1  # odd: a write is under way
@@ -193,10 +208,9 @@ class SlotWriter:
             return None
         return sequence, (items if spec.count else items[0])
 
-    def read_own(self, spec: SlotSpec) -> Value:
-        """The slot's value, read by its writer (nobody else can be writing it)."""
-        items = self._structs[spec.name].unpack_from(self._memory, spec.offset)
-        return items if spec.count else items[0]
+    def read_own(self, spec: SlotSpec) -> bytes:
+        """The slot's packed value, read by its writer (nobody else can be writing it)."""
+        return bytes(self._memory[spec.offset : spec.offset + self._structs[spec.name].size])
 
     def sequence(self, spec: SlotSpec) -> int:
         return int(self._words[spec.word])
@@ -246,17 +260,18 @@ class Inputs(Mapping[str, Value]):
 class Outputs(MutableMapping[str, Value]):
     """``self.outputs`` inside a control loop: what the host reads with ``rt.get(name)``.
 
-    Writing a value equal to the current one costs a comparison and does not
-    count as a change (watchers are not woken).
+    Writing the value a slot already holds (bit for bit) does not count as a
+    change: watchers are not woken.
     """
 
     def __init__(self, slots: SlotWriter) -> None:
         self._slots = slots
         self._specs = {n: s for n, s in slots.layout.specs.items() if s.direction == "output"}
-        self._values: dict[str, Value] = {}
         for name, spec in self._specs.items():
-            read = slots.read(spec)
-            self._values[name] = read[1] if read else slots.layout.defaults[name]
+            if slots.sequence(spec) & 1:  # the loop before this one died writing it
+                slots.write(spec, slots.layout.defaults[name])
+        self._packed = {name: slots.read_own(spec) for name, spec in self._specs.items()}
+        self._values = {n: slots.decode(self._specs[n], d) for n, d in self._packed.items()}
         self.changed = False
 
     def __getitem__(self, name: str) -> Value:
@@ -266,15 +281,17 @@ class Outputs(MutableMapping[str, Value]):
             raise KeyError(_missing(name, "output", self._specs)) from None
 
     def __setitem__(self, name: str, value: Value) -> None:
-        values = self._values
-        if name in values and type(value) is type(values[name]) and value == values[name]:
-            return
         try:
             spec = self._specs[name]
         except KeyError:
             raise KeyError(_missing(name, "output", self._specs)) from None
-        self._slots.write(spec, value)
-        values[name] = self._slots.read_own(spec)
+        slots = self._slots
+        data = slots.encode(spec, value)
+        if data == self._packed[name]:  # bytes, not ==: -0.0 and 0.0 differ, nan equals itself
+            return
+        slots.store(spec, data)
+        self._packed[name] = data
+        self._values[name] = slots.decode(spec, data)
         self.changed = True
 
     def __delitem__(self, name: str) -> None:

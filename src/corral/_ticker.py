@@ -64,7 +64,7 @@ class Ticker:
         self.deadline = 0
         self.number = 0  # the grid number of the next tick
         self.running = False
-        self.failure: tuple[int, Exception] | None = None
+        self.failure: tuple[int, BaseException] | None = None
         self.on_stopped: Callable[[], object] | None = None
         self._young_collections = 0
 
@@ -111,7 +111,7 @@ class Ticker:
         obj.tick = number
         try:
             obj.step()
-        except Exception as error:
+        except BaseException as error:  # even sys.exit(): teardown() must still run
             self.failure = (number, error)
             self.stop()
             return
@@ -144,7 +144,11 @@ class Ticker:
                 words[W.SKIPPED] += missed
             else:
                 self.deadline = following
-            self.obj.on_overrun(number, (end - following) / 1e9)
+            try:
+                self.obj.on_overrun(number, (end - following) / 1e9)
+            except BaseException as error:  # as if the step had raised it
+                self.failure = (number, error)
+                self.stop()
         else:
             self.deadline = following
         if not count & 63:
@@ -200,36 +204,44 @@ class LoopSelector(selectors.SelectSelector):
         self.ticker: Ticker | None = None
         self.room = 0
         self._last_turn = 0
+        self._forced = False  # this turn was forced on a loop with no room: admit all
 
     def attach(self, ticker: Ticker, budget: int) -> None:
         self.ticker = ticker
         self.room = max(budget, ticker.spin)
         self._last_turn = perf_counter_ns()
 
+    def has_room(self) -> bool:
+        """Whether host work may start now: not ticking, or the next deadline is far enough."""
+        ticker = self.ticker
+        if ticker is None or not ticker.running or self._forced:
+            return True
+        return perf_counter_ns() < ticker.deadline - self.room
+
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ticker = self.ticker
         if ticker is None or not ticker.active():
             return super().select(timeout)
+        self._forced = False
         end = None if timeout is None else perf_counter_ns() + max(0, int(timeout * 1e9))
         while ticker.active():
             now = perf_counter_ns()
             room = ticker.deadline - self.room
             if now < room:
+                self._last_turn = now  # room for the host: not starved, even if idle
                 if room - now > self.room:
                     ticker.idle()
                 limit = room if end is None else min(room, end)
                 events = super().select(max(0, limit - perf_counter_ns()) / 1e9)
                 after = perf_counter_ns()
                 if events or (end is not None and after >= end):
-                    self._last_turn = after
                     return events
                 continue
-            if now - self._last_turn > STARVED_AFTER:
-                self._last_turn = now
-                events = super().select(0)
-                if events:
-                    ticker.region.words[W.STARVED] += 1
-                    return events
+            if now - self._last_turn > STARVED_AFTER:  # a turn, even with no I/O ready:
+                self._last_turn = now  # the loop's ready callbacks (tasks) need one too
+                ticker.region.words[W.STARVED] += 1
+                self._forced = True
+                return super().select(0)
             ticker.sleep_until_due()
             ticker.tick()
         return super().select(0)  # stopped (failed or asked to): let the loop see it
