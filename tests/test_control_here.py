@@ -168,6 +168,9 @@ def test_realtime_run_here_gives_the_thread_back() -> None:
     assert stats.gc_frozen
     assert (os.sched_getscheduler(0), os.sched_getaffinity(0), gc.isenabled()) == before
     assert gc.get_freeze_count() == 0
+    best_effort = Counter().run_here(hz=1000, ticks=20, realtime=True, priority=0)
+    assert best_effort.policy == "SCHED_OTHER"
+    assert best_effort.memory_locked
 
 
 def test_without_privileges_the_recipe_degrades_with_warnings() -> None:
@@ -230,7 +233,7 @@ def test_bad_loops_and_options() -> None:
     with pytest.raises(ValueError, match="hz= must be a rate"):
         Counter().run_here(hz=0)
     with pytest.raises(ValueError, match="priority= is a SCHED_FIFO priority"):
-        Counter().run_here(hz=10, priority=0)
+        Counter().run_here(hz=10, priority=100)
     with pytest.raises(ValueError, match="duration="):
         Counter().run_here(hz=10, duration=-1)
 

@@ -255,8 +255,11 @@ class LoopOptions:
             raise ValueError(f'overrun= must be "skip" or "catch-up", got {overrun!r}')
         spin_ns = _fraction("spin", spin, period, min(150_000, period // 4))
         budget_ns = _fraction("budget", budget, period, min(200_000, period // 4))
-        if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 99:
-            raise ValueError(f"priority= is a SCHED_FIFO priority from 1 to 99, got {priority!r}")
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 99:
+            raise ValueError(
+                "priority= is a SCHED_FIFO priority from 1 to 99, or 0 for SCHED_OTHER "
+                f"(best effort); got {priority!r}"
+            )
         if isinstance(history, bool) or not isinstance(history, int) or history < 1:
             raise ValueError(f"history= is a number of ticks >= 1, got {history!r}")
         layout = Layout(obj.inputs, obj.outputs, HEADER)

@@ -192,9 +192,10 @@ class Ticker:
 class LoopSelector(selectors.SelectSelector):
     """An event loop selector that runs the ticks while asyncio waits for I/O.
 
-    ``select()`` (µs timeouts, unlike epoll's ms) returns to the event loop
-    only while the next deadline is more than ``room`` away; nearer than
-    that, it sleeps, spins and ticks. If the loop has had no room for
+    ``select()`` (µs timeouts, unlike epoll's ms) waits for I/O until the
+    spin window and returns to the event loop only while the next deadline is
+    more than ``room`` away; nearer than that, it sleeps, spins and ticks
+    (I/O that arrived too late is seen again after the tick). If the loop has had no room for
     :data:`STARVED_AFTER`, the event loop gets one turn anyway (counted as
     starved): a close request must get through to a loop that overruns.
     """
@@ -231,13 +232,17 @@ class LoopSelector(selectors.SelectSelector):
                 self._last_turn = now  # room for the host: not starved, even if idle
                 if room - now > self.room:
                     ticker.idle()
-                limit = room if end is None else min(room, end)
+                # one wake-up per tick when nothing happens: at the spin window
+                wake = ticker.deadline - ticker.spin
+                limit = wake if end is None else min(wake, end)
                 events = super().select(max(0, limit - perf_counter_ns()) / 1e9)
                 after = perf_counter_ns()
-                if events or (end is not None and after >= end):
-                    return events
-                continue
-            if now - self._last_turn > STARVED_AFTER:  # a turn, even with no I/O ready:
+                if after < room:
+                    if events or (end is not None and after >= end):
+                        return events
+                    continue
+                # too near the deadline now: what arrived is seen again after the tick
+            elif now - self._last_turn > STARVED_AFTER:  # a turn, even with no I/O ready:
                 self._last_turn = now  # the loop's ready callbacks (tasks) need one too
                 ticker.region.words[W.STARVED] += 1
                 self._forced = True
