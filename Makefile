@@ -32,6 +32,7 @@ bench: bytecode
 	$(BIN)/python benchmarks/interval_workers.py
 	$(BIN)/python benchmarks/rpc.py
 	$(BIN)/python benchmarks/crash.py
+	$(BIN)/python benchmarks/control_loop.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
