@@ -91,7 +91,6 @@ async def serve_loop(
                 _selector.attach(ticker, options.budget)
                 ticker.begin(perf_counter_ns() + options.period)
                 await _until_stopped(server, stopped)
-                ticker.stop()
         finally:
             ticker.stop()
             teardown(obj, name, quiet=True)

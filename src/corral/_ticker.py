@@ -193,11 +193,12 @@ class LoopSelector(selectors.SelectSelector):
     """An event loop selector that runs the ticks while asyncio waits for I/O.
 
     ``select()`` (µs timeouts, unlike epoll's ms) waits for I/O until the
-    spin window and returns to the event loop only while the next deadline is
-    more than ``room`` away; nearer than that, it sleeps, spins and ticks
-    (I/O that arrived too late is seen again after the tick). If the loop has had no room for
-    :data:`STARVED_AFTER`, the event loop gets one turn anyway (counted as
-    starved): a close request must get through to a loop that overruns.
+    spin window, and returns to the event loop only while the next deadline
+    is more than ``room`` away; nearer than that, it sleeps, spins and ticks
+    (I/O that arrived too late is seen again after the tick). If the loop
+    has had no room for :data:`STARVED_AFTER`, the event loop gets one turn
+    anyway (counted as starved): a close request must get through to a loop
+    that overruns.
     """
 
     def __init__(self) -> None:
