@@ -227,7 +227,7 @@ async def _read(host: LoopHost, spec: SlotSpec, service: Service) -> Value:
             read = host.slots.read(spec)
             if read is not None:
                 return read[1]
-        if service.pid is None:  # no loop: the write under way died with the last one
+        if service.pid is None and not service.launching:  # no loop: the write died with it
             _warn_torn(service.name, host.region.complete_writes())
             continue
         await anyio.lowlevel.checkpoint()  # the writer was preempted mid-write

@@ -125,6 +125,9 @@ def _best_effort(name: str, libc: ctypes.CDLL | None, undo: contextlib.ExitStack
     """
     if libc is None:
         return
+    if undo is not None:  # sched_setattr sets SCHED_OTHER: give back what the thread had
+        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+        undo.callback(_restore_policy, policy, param)
     done = []
     slack = libc.prctl(_PR_GET_TIMERSLACK, 0, 0, 0, 0)
     if libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0) == 0:
@@ -136,6 +139,14 @@ def _best_effort(name: str, libc: ctypes.CDLL | None, undo: contextlib.ExitStack
         if undo is not None:
             undo.callback(_set_slice, libc, 0)  # 0: the kernel's default
     logger.info("%s: SCHED_OTHER with %s", name, " and ".join(done) or "default settings")
+
+
+def _restore_policy(policy: int, param: os.sched_param) -> None:
+    if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+        try:
+            os.sched_setscheduler(0, policy, param)
+        except OSError as error:
+            logger.warning("could not give the thread its scheduling policy back: %s", error)
 
 
 def _set_slice(libc: ctypes.CDLL, slice_ns: int) -> bool:

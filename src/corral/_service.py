@@ -272,6 +272,11 @@ class Service:
         return failure
 
     @property
+    def launching(self) -> bool:
+        """True while a (re)start of the child is under way."""
+        return self._launching is not None
+
+    @property
     def closing(self) -> bool:
         """True once aclose() or kill() was called."""
         return self._closing

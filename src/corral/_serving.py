@@ -196,7 +196,11 @@ class Server:
             while self._waiting:
                 await anyio.lowlevel.checkpoint()  # a later turn: ticks run in between
                 while self._waiting and self._admit():
-                    self._dispatch(self._waiting.popleft())
+                    request = self._waiting.popleft()
+                    if request.cancelled:  # the caller gave up while it waited: only forget it
+                        request.fail(WorkerStopped("cancelled by the caller"))
+                    else:
+                        self._dispatch(request)
         finally:
             self._draining = False
             self._finished_one()
@@ -209,6 +213,8 @@ class Server:
             elif op == Op.CALL:
                 self._call(request, name, args, kwargs)
             elif op == Op.STREAM:
+                if self._closing:  # (one that waited for room): a close ends streams
+                    raise WorkerStopped(f"{self._messenger.name} is closing")
                 self._streams.add(request)
                 self._start(self._stream, request, self._method(name), args, kwargs)
             elif op == Op.GET:

@@ -220,6 +220,13 @@ class LoopSelector(selectors.SelectSelector):
             return True
         return perf_counter_ns() < ticker.deadline - self.room
 
+    def _forced_turn(self, ticker: Ticker, now: int) -> list[tuple[selectors.SelectorKey, int]]:
+        """A turn for the host on a loop with no room (counted as starved)."""
+        self._last_turn = now
+        self._forced = True
+        ticker.region.words[W.STARVED] += 1
+        return super().select(0)
+
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ticker = self.ticker
         if ticker is None or not ticker.active():
@@ -230,7 +237,6 @@ class LoopSelector(selectors.SelectSelector):
             now = perf_counter_ns()
             room = ticker.deadline - self.room
             if now < room:
-                self._last_turn = now  # room for the host: not starved, even if idle
                 if room - now > self.room:
                     ticker.idle()
                 # one wake-up per tick when nothing happens: at the spin window
@@ -238,16 +244,20 @@ class LoopSelector(selectors.SelectSelector):
                 limit = wake if end is None else min(wake, end)
                 events = super().select(max(0, limit - perf_counter_ns()) / 1e9)
                 after = perf_counter_ns()
+                waiting = bool(events) or (end is not None and after >= end)
+                if not waiting:
+                    self._last_turn = after  # idle: nobody waited for a turn
                 if after < room:
-                    if events or (end is not None and after >= end):
+                    if waiting:
+                        self._last_turn = after
                         return events
                     continue
-                # too near the deadline now: what arrived is seen again after the tick
+                # too near the deadline now: what arrived is seen again after the tick,
+                # unless it has waited too long already
+                if waiting and after - self._last_turn > STARVED_AFTER:
+                    return self._forced_turn(ticker, after)
             elif now - self._last_turn > STARVED_AFTER:  # a turn, even with no I/O ready:
-                self._last_turn = now  # the loop's ready callbacks (tasks) need one too
-                ticker.region.words[W.STARVED] += 1
-                self._forced = True
-                return super().select(0)
+                return self._forced_turn(ticker, now)  # ready callbacks (tasks) need one too
             ticker.sleep_until_due()
             ticker.tick()
         return super().select(0)  # stopped (failed or asked to): let the loop see it
