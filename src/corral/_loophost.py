@@ -19,7 +19,7 @@ from typing import Final, Generic, TypedDict, TypeVar, final
 import anyio
 import anyio.lowlevel
 
-from ._control import ControlLoop, LoopOptions, Overrun
+from ._control import DEFAULT_HISTORY, ControlLoop, LoopOptions, Overrun
 from ._loopchild import serve_loop
 from ._loopstats import ControlLoopStatistics, summarize_copy
 from ._proxy import OWN_NAMES, ProxyBase
@@ -70,7 +70,7 @@ def open_loop(loop: ControlLoop, hz: float, options: LoopKeywords) -> tuple[Serv
         realtime=options.get("realtime", True),
         priority=options.get("priority", 50),
         gc_freeze=options.get("gc_freeze", True),
-        history=options.get("history", 65_536),
+        history=options.get("history", DEFAULT_HISTORY),
         name=options.get("name"),
     )
     if unknown := options.keys() - LoopKeywords.__annotations__.keys():

@@ -29,7 +29,6 @@ class W:
 
     MAGIC: Final = 0
     RUNNING: Final = 1  # 1 while ticking
-    T0: Final = 2  # first deadline, perf_counter_ns (CLOCK_MONOTONIC: the same in every process)
     PERIOD: Final = 3
     TICKS: Final = 4  # ticks run (the ring holds the last of them)
     SKIPPED: Final = 5
@@ -45,8 +44,6 @@ class W:
     FLAGS: Final = 15  # see Flag
     WATCHERS: Final = 16  # written by the host: > 0 while someone watches outputs
     STARVED: Final = 17  # host turns forced on a loop with no room between ticks
-    LAST_TICK: Final = 18  # grid number of the last tick run
-    PID: Final = 19
 
 
 class Flag:

@@ -71,11 +71,9 @@ class Ticker:
     def begin(self, first_deadline: int) -> None:
         """Start ticking: tick 0 is due at ``first_deadline`` (perf_counter_ns)."""
         words = self.region.words
-        words[W.T0] = first_deadline
         words[W.PERIOD] = self.period
         words[W.CPU0] = words[W.CPU_NOW] = self.cpu_clock()
         words[W.WALL0] = words[W.WALL_NOW] = perf_counter_ns()
-        words[W.PID] = os.getpid()
         self.deadline = first_deadline
         self.number = 0
         self.running = True
@@ -129,28 +127,25 @@ class Ticker:
         words[entry + 1] = wake
         words[entry + 2] = end
         words[W.TICKS] = count + 1
-        words[W.LAST_TICK] = number
         words[W.MAX_LATE] = max(words[W.MAX_LATE], wake - deadline)
         words[W.MAX_STEP] = max(words[W.MAX_STEP], end - wake)
         period = self.period
         following = deadline + period
+        overrun = end - following
         self.number = number + 1
-        if end > following:
+        if overrun > 0:
             words[W.OVERRUNS] += 1
             if self.skip:  # the deadlines that passed during the step are not run late
-                missed = (end - following) // period + 1
-                self.deadline = following + missed * period
+                missed = overrun // period + 1
+                following += missed * period
                 self.number += missed
                 words[W.SKIPPED] += missed
-            else:
-                self.deadline = following
             try:
-                self.obj.on_overrun(number, (end - following) / 1e9)
+                self.obj.on_overrun(number, overrun / 1e9)
             except BaseException as error:  # as if the step had raised it
                 self.failure = (number, error)
                 self.stop()
-        else:
-            self.deadline = following
+        self.deadline = following
         if not count & 63:
             words[W.CPU_NOW] = self.cpu_clock()
             words[W.WALL_NOW] = perf_counter_ns()
