@@ -148,14 +148,12 @@ class ControlLoop:
         if duration is not None and not duration > 0:
             raise ValueError(f"duration= must be a number of seconds > 0, got {duration!r}")
         region = Region.create(options.layout, options.history, shared=False)
-        slots = SlotWriter(options.layout, region.view)
-        slots.reset(options.layout.defaults)
-        self.inputs, self.outputs = Inputs(slots), Outputs(slots)
-        self._corral_stop, self._corral_name = False, options.name
+        SlotWriter(options.layout, region.view).reset(options.layout.defaults)
+        slots, outputs = bind(self, region, options.name)
         until = None if duration is None else perf_counter_ns() + int(duration * 1e9)
         ticker = Ticker(
             self, region, options.period, skip=options.skip, spin=options.spin,
-            outputs=self.outputs, cpu_clock=time.thread_time_ns, collect_garbage=gc_freeze,
+            outputs=outputs, cpu_clock=time.thread_time_ns, collect_garbage=gc_freeze,
         )  # fmt: skip
         try:
             with _realtime.realtime(
@@ -179,6 +177,18 @@ class ControlLoop:
                 raise error
             raise StepFailed(options.name, tick, error) from error
         return summarize(region, options.name)
+
+
+def bind(loop: ControlLoop, region: Region, name: str) -> tuple[SlotWriter, Outputs]:
+    """Give ``loop`` its slots in ``region`` and a fresh run's flags.
+
+    Returns the writer they use and the outputs (which the ticker watches).
+    """
+    slots = SlotWriter(region.layout, region.view)
+    outputs = Outputs(slots)
+    loop.inputs, loop.outputs = Inputs(slots), outputs
+    loop._corral_stop, loop._corral_name = False, name
+    return slots, outputs
 
 
 def teardown(loop: ControlLoop, name: str, *, quiet: bool) -> None:

@@ -19,13 +19,12 @@ import anyio
 import anyio.abc
 
 from ._answers import Request, failure_payload
-from ._control import ControlLoop, LoopOptions, publish, teardown
+from ._control import ControlLoop, LoopOptions, bind, publish, teardown
 from ._errors import RemoteError, StartupError, StepFailed
 from ._messenger import Messenger
 from ._realtime import frozen_gc, realtime
 from ._region import Region
 from ._serving import Server, describe
-from ._slots import Inputs, Outputs, SlotWriter
 from ._spawn import FAILURE_CHANNEL
 from ._ticker import LoopSelector, Ticker
 from ._wire import dumps_inband
@@ -56,9 +55,7 @@ async def serve_loop(
     name = options.name
     region = Region.attach(options.layout, options.history, options.memfd)
     region.start_run()
-    slots = SlotWriter(options.layout, region.view)
-    obj.inputs, obj.outputs = Inputs(slots), Outputs(slots)
-    obj._corral_name, obj._corral_stop = name, False
+    _, outputs = bind(obj, region, name)
     with realtime(
         name, options.cpu, enabled=options.realtime, priority=options.priority, restore=False
     ) as facts:
@@ -79,7 +76,7 @@ async def serve_loop(
         )
         ticker = Ticker(
             obj, region, options.period, skip=options.skip, spin=options.spin,
-            outputs=obj.outputs, eventfd=options.eventfd if options.eventfd >= 0 else None,
+            outputs=outputs, eventfd=options.eventfd if options.eventfd >= 0 else None,
             collect_garbage=options.gc_freeze,
         )  # fmt: skip
         stopped = anyio.Event()
