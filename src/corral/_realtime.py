@@ -205,23 +205,21 @@ def _lock_memory(
 
 def _locked_kib() -> int:
     """Memory this process has locked already (VmLck), in KiB."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmLck:"):
-                return int(line.split()[1])
-    return 0
+    return int(_status("/proc/self/status", "VmLck:") or "0")
 
 
 def _capable(bit: int) -> bool:
     """Whether this thread has capability ``bit`` in its effective set (Linux)."""
-    try:
-        with open("/proc/thread-self/status") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> bit & 1)
-    except OSError:
-        pass
-    return False
+    return bool(int(_status("/proc/thread-self/status", "CapEff:") or "0", 16) >> bit & 1)
+
+
+def _status(path: str, key: str) -> str | None:
+    """The first word after ``key`` in a /proc status file (None if not there)."""
+    with contextlib.suppress(OSError), open(path) as status:
+        for line in status:
+            if line.startswith(key):
+                return line.split()[1]
+    return None
 
 
 @contextlib.contextmanager
