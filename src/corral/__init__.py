@@ -13,9 +13,16 @@ from ._control import ControlLoop as ControlLoop
 from ._errors import CloseRequested as CloseRequested
 from ._errors import CorralError as CorralError
 from ._errors import HooksFailed as HooksFailed
+from ._errors import OnFinishError as OnFinishError
+from ._errors import PostRunError as PostRunError
+from ._errors import PreRunError as PreRunError
+from ._errors import ProcessError as ProcessError
+from ._errors import ProcessTimeout as ProcessTimeout
 from ._errors import ProtocolError as ProtocolError
 from ._errors import QueueFull as QueueFull
 from ._errors import RemoteError as RemoteError
+from ._errors import ResultError as ResultError
+from ._errors import RunError as RunError
 from ._errors import SerializationError as SerializationError
 from ._errors import StartupError as StartupError
 from ._errors import StepFailed as StepFailed
@@ -25,10 +32,14 @@ from ._errors import WorkerFailed as WorkerFailed
 from ._errors import WorkerStopped as WorkerStopped
 from ._hooks import HookResults as HookResults
 from ._hooks import Hooks as Hooks
+from ._job import Job as Job
+from ._job import ProcessTimers as ProcessTimers
 from ._loophost import ControlLoopProxy as ControlLoopProxy
 from ._loopstats import ControlLoopStatistics as ControlLoopStatistics
 from ._loopstats import Percentiles as Percentiles
 from ._messenger import Messenger as Messenger
+from ._process import Process as Process
+from ._process import Timeouts as Timeouts
 from ._proxy import Proxy as Proxy
 from ._proxy import RemoteAttribute as RemoteAttribute
 from ._run import run as run
@@ -44,6 +55,7 @@ from ._specs import queue_worker as queue_worker
 from ._standalone import control_loop as control_loop
 from ._standalone import open_worker as open_worker
 from ._standalone import spawn as spawn
+from ._standalone import start as start
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import SupervisorStatistics as SupervisorStatistics
 from ._timing import Timer as Timer
@@ -70,9 +82,17 @@ __all__ = [
     "Hooks",
     "HooksFailed",
     "IntervalWorker",
+    "Job",
     "LoopWorker",
     "Messenger",
+    "OnFinishError",
     "Percentiles",
+    "PostRunError",
+    "PreRunError",
+    "Process",
+    "ProcessError",
+    "ProcessTimeout",
+    "ProcessTimers",
     "ProtocolError",
     "Proxy",
     "ProxyStatistics",
@@ -81,12 +101,15 @@ __all__ = [
     "RemoteAttribute",
     "RemoteError",
     "Request",
+    "ResultError",
+    "RunError",
     "SerializationError",
     "StartupError",
     "StepFailed",
     "Supervisor",
     "SupervisorNotRunning",
     "SupervisorStatistics",
+    "Timeouts",
     "Timer",
     "TimingSummary",
     "Worker",
@@ -107,6 +130,7 @@ __all__ = [
     "queue_worker",
     "run",
     "spawn",
+    "start",
     "threaded",
 ]
 

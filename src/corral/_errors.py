@@ -189,3 +189,79 @@ class RemoteError(CorralError):
 
 class CloseRequested(CorralError):
     """The other side asked this side to close (raised from a messenger's receive)."""
+
+
+class ProcessError(CorralError):
+    """A section of a :class:`~corral.Process` failed (see the subclasses).
+
+    :attr:`section` names it, :attr:`current_run` is the run it failed on
+    and :attr:`original_error` the exception it raised (also the
+    ``__cause__``). The message reads "Error in run on run 5:
+    ConnectionError('Failed to connect')", on both sides of the process
+    boundary.
+    """
+
+    section = "process"
+
+    def __init__(self, current_run: int, original_error: BaseException | None) -> None:
+        self.current_run = current_run
+        self.original_error = original_error
+        super().__init__(
+            f"Error in {self.section} on run {current_run}: {original_error!r}"
+            if original_error is not None
+            else f"Error in {self.section} on run {current_run}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.current_run, self.original_error))
+
+
+class PreRunError(ProcessError):
+    """``prerun()`` raised."""
+
+    section = "prerun"
+
+
+class RunError(ProcessError):
+    """``run()`` raised (on its last life)."""
+
+    section = "run"
+
+
+class PostRunError(ProcessError):
+    """``postrun()`` raised."""
+
+    section = "postrun"
+
+
+class OnFinishError(ProcessError):
+    """``on_finish()`` raised."""
+
+    section = "on_finish"
+
+
+class ResultError(ProcessError):
+    """``result()`` raised."""
+
+    section = "result"
+
+
+class ProcessTimeout(ProcessError):
+    """A section of a :class:`~corral.Process` ran past its limit in ``timeouts``.
+
+    :attr:`section` names it and :attr:`limit` is the limit in seconds. The
+    section was interrupted: an async one cancelled, a sync one's process
+    killed.
+    """
+
+    def __init__(self, section: str, limit: float, current_run: int) -> None:
+        self.section = section
+        self.limit = limit
+        self.current_run = current_run
+        self.original_error = None
+        CorralError.__init__(
+            self, f"{section} timed out on run {current_run}: it took over {limit:g}s"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ProcessTimeout, (self.section, self.limit, self.current_run))

@@ -130,8 +130,12 @@ class Service:
 
     # -- the manager task --------------------------------------------------------------
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        """Run the child until closed or given up on (a task; ready once started)."""
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] | None = None) -> None:
+        """Run the child until closed or given up on (a task; ready once started).
+
+        Without ``task_status`` (``start_soon``), a first start that fails is
+        handled like any failure, by the restart policy.
+        """
         try:
             await self._run(task_status)
         finally:
@@ -149,7 +153,7 @@ class Service:
             self._finished.set()
             self._notify()
 
-    async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+    async def _run(self, task_status: anyio.abc.TaskStatus[None] | None) -> None:
         started = False
         while True:
             failure = await self._session(task_status if not started else None)

@@ -13,14 +13,17 @@ from typing import Any, TypeVar, Unpack
 import anyio
 
 from ._control import ControlLoop
+from ._job import Job, process_service
 from ._loophost import ControlLoopProxy, LoopKeywords, open_loop
 from ._messenger import Messenger
+from ._process import Process
 from ._proxy import Proxy
 from ._service import RestartPolicy, Service
 from ._worker import is_async_callable
 
 T = TypeVar("T")
 L = TypeVar("L", bound=ControlLoop)
+P = TypeVar("P", bound=Process)
 
 
 def _qualname(target: Any) -> str:
@@ -138,7 +141,40 @@ async def control_loop(
 
 
 @contextlib.asynccontextmanager
-async def _running(service: Service, grace: float) -> AsyncIterator[None]:
+async def start(
+    process: P,
+    /,
+    *,
+    name: str | None = None,
+    cpu: int | tuple[int, ...] | list[int] | None = None,
+    startup_timeout: float = 30.0,
+    shutdown_timeout: float = 5.0,
+    log_level: int | None = None,
+) -> AsyncIterator[Job[P]]:
+    """Run a :class:`~corral.Process` in a child for the length of the block.
+
+    >>> async def main() -> None:
+    ...     async with corral.start(Upscale(image)) as job:
+    ...         upscaled = await job.result()
+
+    As :meth:`Supervisor.start <corral.Supervisor.start>`, without a
+    supervisor: the block gets the job at once; leaving it stops a job still
+    running (its current run finishes, then on_finish() and result()),
+    killing it after ``shutdown_timeout``.
+    """
+    service = process_service(
+        process,
+        name=name or _qualname(type(process)),
+        cpu=cpu,
+        startup_timeout=startup_timeout,
+        log_level=log_level,
+    )
+    async with _running(service, shutdown_timeout, wait=False):
+        yield Job(service)
+
+
+@contextlib.asynccontextmanager
+async def _running(service: Service, grace: float, *, wait: bool = True) -> AsyncIterator[None]:
     """Run ``service`` for the block, then close it (waiting at most ``grace`` to kill).
 
     The manager task's group is entered by hand rather than with ``async with``
@@ -148,7 +184,10 @@ async def _running(service: Service, grace: float) -> AsyncIterator[None]:
     task_group = anyio.create_task_group()
     await task_group.__aenter__()
     try:
-        await task_group.start(service.run, name=f"corral-child:{service.name}")
+        if wait:
+            await task_group.start(service.run, name=f"corral-child:{service.name}")
+        else:
+            task_group.start_soon(service.run, name=f"corral-child:{service.name}")
     except BaseException:
         task_group.cancel_scope.cancel()
         await task_group.__aexit__(None, None, None)

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar, Unpack, overload
 
 from ._control import ControlLoop
+from ._job import Job, process_service
 from ._loophost import ControlLoopProxy, LoopKeywords, open_loop
+from ._process import Process
 from ._proxy import Proxy
 from ._scheduler import IntervalWorker
 from ._service import RestartPolicy, Service
@@ -23,6 +25,7 @@ from ._workers import EventWorker, LoopWorker, QueueWorker
 
 T = TypeVar("T")
 L = TypeVar("L", bound=ControlLoop)
+P = TypeVar("P", bound=Process)
 
 
 class WorkerStarter(abc.ABC):
@@ -41,8 +44,8 @@ class WorkerStarter(abc.ABC):
         """``name``, checked to be free, or one made from ``fn``'s name."""
 
     @abc.abstractmethod
-    async def _adopt(self, service: Service) -> None:
-        """Run ``service``'s manager task until its child is ready (the supervisor's half)."""
+    async def _adopt(self, service: Service, *, wait: bool = True) -> None:
+        """Run ``service``'s manager task, until its child is ready if ``wait``."""
 
     async def spawn(
         self,
@@ -136,6 +139,49 @@ class WorkerStarter(abc.ABC):
         service, host = open_loop(loop, hz, options)
         await self._adopt(service)
         return ControlLoopProxy(service, host)
+
+    async def start(
+        self,
+        process: P,
+        /,
+        *,
+        name: str | None = None,
+        cpu: int | tuple[int, ...] | list[int] | None = None,
+        restart: RestartPolicy = "never",
+        max_restarts: int = 3,
+        restart_window: float = 5.0,
+        startup_timeout: float = 30.0,
+        log_level: int | None = None,
+    ) -> Job[P]:
+        """Run a :class:`~corral.Process` in a child; returns its :class:`~corral.Job` at once.
+
+        >>> async def main() -> None:
+        ...     async with corral.Supervisor() as sup:
+        ...         job = await sup.start(Upscale(image, runs=3))
+        ...         upscaled = await job.result()
+
+        ``process`` is pickled (cloudpickle: classes in ``__main__`` work) and
+        its cycle runs in the child (see :class:`~corral.Process`). A section
+        that fails is the job's result (``await job.result()`` raises it),
+        not the supervisor's failure; a child that crashes is, as for
+        :meth:`spawn`, unless ``restart=`` starts the process again (from
+        the state it was started with). Leaving the supervisor's block stops
+        a job that is still running (its current run finishes, then
+        on_finish() and result()), killing it after ``shutdown_timeout``.
+        """
+        self._check_running()
+        service = process_service(
+            process,
+            name=self._unique_name(name, type(process)),
+            cpu=cpu,
+            restart=restart,
+            max_restarts=max_restarts,
+            restart_window=restart_window,
+            startup_timeout=startup_timeout,
+            log_level=log_level,
+        )
+        await self._adopt(service, wait=False)
+        return Job(service)
 
     def start_worker(self, spec: WorkerSpec[W], /, *args: Any, **overrides: Any) -> W:
         """Start the worker a spec describes; returns its handle.

@@ -268,10 +268,13 @@ class Supervisor(WorkerStarter):
 
     # -- starting workers (the public ways are in WorkerStarter) ------------------
 
-    async def _adopt(self, service: Service) -> None:
+    async def _adopt(self, service: Service, *, wait: bool = True) -> None:
         runtime = self._running()
         service.on_failure = self._failed  # a child given up on fails the supervisor
         self._children[service.name] = service
+        if not wait:  # its start is the job's business: a failed one is a failure like others
+            runtime.task_group.start_soon(service.run, name=f"corral-child:{service.name}")
+            return
         try:
             await runtime.task_group.start(service.run, name=f"corral-child:{service.name}")
         except BaseException:

@@ -1,0 +1,155 @@
+"""The run cycle of a :class:`~corral.Process`, wherever it runs (a child, a pool worker).
+
+prerun → run → postrun, repeated until ``runs`` are done, ``join_in``
+seconds have passed or ``stop()`` was called; then on_finish and result, or
+on_error when a section failed. A failed run is retried from prerun while
+lives remain. Each section's duration goes into its :class:`Timer`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, Final, Protocol
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+
+from ._errors import (
+    OnFinishError,
+    PostRunError,
+    PreRunError,
+    ProcessError,
+    ProcessTimeout,
+    ResultError,
+    RunError,
+)
+from ._process import SECTIONS, Process
+from ._timing import Timer
+
+logger = logging.getLogger(__name__)
+
+_ERRORS: Final[dict[str, type[ProcessError]]] = {
+    "prerun": PreRunError,
+    "run": RunError,
+    "postrun": PostRunError,
+    "on_finish": OnFinishError,
+    "result": ResultError,
+    "on_error": ProcessError,
+}
+YIELD_EVERY: Final = 0.001  # seconds of back-to-back sync runs before the loop gets a turn
+TIMER_WINDOW: Final = 10_000
+
+
+class Link(Protocol):
+    """How a running process talks to its host."""
+
+    def tell(self, value: Any) -> None: ...
+
+    async def listen(self, timeout: float | None) -> Any: ...  # noqa: ASYNC109
+
+    def progress(self, current_run: int) -> None: ...
+
+
+@dataclass
+class Outcome:
+    """How a process ended: its result or its error, its runs and its timers."""
+
+    value: Any = None
+    error: BaseException | None = None
+    runs: int = 0
+    timers: dict[str, Timer] = field(default_factory=dict)
+    abandoned: bool = False  # a sync section would not stop: the process must go
+
+
+class Abandoned(Exception):
+    """A sync section overran its limit in a thread that cannot be stopped."""
+
+
+async def run_cycle(obj: Process, link: Link) -> Outcome:
+    """Run ``obj``'s whole lifecycle; never raises for what its sections raise."""
+    timers = {name: Timer(window=TIMER_WINDOW) for name in (*SECTIONS, "process")}
+    outcome = Outcome(timers=timers)
+    obj._corral_channel, obj._corral_stop = link, False
+    hooks = {name: _hook(obj, name) for name in SECTIONS}
+    started = anyio.current_time()
+    lives = obj.lives
+    run = 0
+    last_turn = perf_counter()
+    try:
+        while not obj._corral_stop and (obj.runs is None or run < obj.runs):
+            if obj.join_in is not None and anyio.current_time() - started >= obj.join_in:
+                break
+            run += 1
+            obj.current_run = outcome.runs = run
+            link.progress(run)
+            while True:
+                began = perf_counter()
+                try:
+                    for name in ("prerun", "run", "postrun"):
+                        if hooks[name] is not None:
+                            await _section(obj, name, hooks[name], timers[name])
+                except ProcessError as error:
+                    lives -= 1
+                    if lives <= 0 or isinstance(error.__cause__, Abandoned):
+                        raise
+                    logger.info("%s: %s; retrying (%d lives left)", _name(obj), error, lives)
+                    continue
+                timers["process"].record(perf_counter() - began)
+                break
+            if perf_counter() - last_turn > YIELD_EVERY:  # stop() and tell() get through
+                await anyio.lowlevel.checkpoint()
+                last_turn = perf_counter()
+        if hooks["on_finish"] is not None:
+            await _section(obj, "on_finish", hooks["on_finish"], timers["on_finish"])
+        outcome.value = await _section(obj, "result", hooks["result"], timers["result"])
+    except ProcessError as error:
+        outcome.error = error
+        outcome.abandoned = isinstance(error.__cause__, Abandoned)
+        if not outcome.abandoned and hooks["on_error"] is not None:
+            try:
+                await _section(obj, "on_error", hooks["on_error"], timers["on_error"])
+            except ProcessError as also:
+                logger.error("%s: on_error() failed too: %s", _name(obj), also.original_error)
+    return outcome
+
+
+def _hook(obj: Process, name: str) -> Any:
+    """The bound hook, or None where the class keeps the base's no-op (skipped)."""
+    if name in ("run", "result"):
+        return getattr(obj, name)
+    if getattr(type(obj), name) is getattr(Process, name):
+        return None
+    return getattr(obj, name)
+
+
+async def _section(obj: Process, name: str, method: Any, timer: Timer) -> Any:
+    limit = getattr(obj.timeouts, name)
+    began = perf_counter()
+    try:
+        if limit is None:
+            value = method()
+            if inspect.isawaitable(value):
+                value = await value
+            return value
+        with anyio.move_on_after(limit):
+            if inspect.iscoroutinefunction(method):
+                return await method()
+            return await anyio.to_thread.run_sync(method, abandon_on_cancel=True)
+        error = ProcessTimeout(name, limit, obj.current_run)
+        if not inspect.iscoroutinefunction(method):  # its thread is still running it
+            error.__cause__ = Abandoned(name)
+        raise error
+    except ProcessError:
+        raise
+    except Exception as error:
+        raise _ERRORS[name](obj.current_run, error) from error
+    finally:
+        timer.record(perf_counter() - began)
+
+
+def _name(obj: Process) -> str:
+    return type(obj).__qualname__

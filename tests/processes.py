@@ -1,0 +1,101 @@
+"""Process classes the tests start in child processes (kept light: each child imports this)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+
+import corral
+
+
+class Counter(corral.Process):
+    runs = 100
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def run(self) -> None:
+        self.n += 1
+
+    def result(self) -> int:
+        return self.n
+
+
+class Flaky(corral.Process):
+    """Fails on its second run() call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyError("boom")
+
+    def result(self) -> tuple[int, int]:
+        return (self.calls, self.current_run)
+
+
+class Forever(corral.Process):
+    def __init__(self) -> None:
+        self.n = 0
+
+    async def run(self) -> None:
+        self.n += 1
+        if self.n == 3:
+            self.tell("three runs done")
+        await anyio.sleep(0.005)
+
+    def on_finish(self) -> None:
+        self.n *= 10
+
+    def result(self) -> int:
+        return self.n
+
+
+class Hangs(corral.Process):
+    runs = 1
+
+    def run(self) -> None:
+        self.tell("running")
+        time.sleep(60)
+
+
+class StopsAtFive(corral.Process):
+    def run(self) -> None:
+        if self.current_run == 5:
+            self.stop()
+
+    def result(self) -> int:
+        return self.current_run
+
+
+class Echo(corral.Process):
+    runs = 1
+
+    async def run(self) -> None:
+        for _ in range(3):
+            self.tell(await self.listen())
+
+
+class SlowAsync(corral.Process):
+    runs = 1
+    timeouts = corral.Timeouts(run=0.3)
+
+    async def run(self) -> None:
+        await anyio.sleep(3)
+
+
+class Sleeper(corral.Process):
+    runs = 1
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def run(self) -> None:
+        await anyio.sleep(self.seconds)
+
+    def result(self) -> Any:
+        return self.seconds
