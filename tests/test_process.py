@@ -47,7 +47,7 @@ async def test_lives_retry_a_failed_run_keeping_state_and_the_counter() -> None:
     async with corral.Supervisor() as sup:
         job = await sup.start(Flaky(runs=3, lives=2))  # type: ignore[call-arg]
         assert await job.result() == (4, 3)  # four run() calls, result from run 3
-        exhausted = await sup.start(Flaky(runs=3, lives=1))  # type: ignore[call-arg]
+        exhausted = await sup.start(Flaky(), runs=3, lives=1)  # options given at start
         with pytest.raises(corral.RunError) as caught:
             await exhausted.result()
     error = caught.value
@@ -113,3 +113,13 @@ def test_configuration_is_checked() -> None:
         corral.Timeouts(run=-1)
     counter = Counter(runs=5, join_in=2.0)  # type: ignore[call-arg]
     assert (counter.runs, counter.join_in, Counter.runs) == (5, 2.0, 100)
+
+
+async def test_start_time_options_are_checked_before_anything_starts() -> None:
+    with pytest.raises(ValueError, match="join_in= is a number of seconds"):
+        async with corral.start(Counter(), join_in=-1):
+            pass
+    async with corral.Supervisor() as sup:
+        with pytest.raises(TypeError, match=r"corral\.Process subclass"):
+            await sup.start(object())  # type: ignore[type-var]
+        assert sup.statistics().children == ()

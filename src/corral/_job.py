@@ -9,7 +9,7 @@ import anyio
 
 from ._answers import rebuild_failure
 from ._errors import WorkerStopped
-from ._process import SECTIONS, Process
+from ._process import SECTIONS, Process, configure
 from ._processchild import OUTCOME, PROGRESS, STOP, TELL, serve_process
 from ._proxy import receive_from
 from ._service import Service
@@ -152,10 +152,17 @@ class Job(Generic[P]):
         return None
 
 
-def process_service(process: Process, *, name: str, **options: Any) -> Service:
-    """The (not yet started) service that runs ``process`` in a child."""
+def process_service(
+    process: Process, *, name: str, config: dict[str, Any], **options: Any
+) -> Service:
+    """The (not yet started) service that runs ``process`` in a child.
+
+    ``config`` holds ``runs``/``join_in``/``lives``/``timeouts`` given at
+    start (``UNSET`` where not): they are set on ``process`` first.
+    """
     if not isinstance(process, Process):
         raise TypeError(f"start() takes an instance of a corral.Process subclass, got {process!r}")
     if type(process).run is Process.run:
         raise TypeError(f"{type(process).__qualname__} must define run(), the work of one run")
+    configure(process, **config)
     return Service("function", serve_process, (), {"process": process}, name=name, **options)

@@ -14,7 +14,7 @@ from typing import Any, Final, TypeVar, final
 __all__ = ["Process", "Timeouts"]
 
 SECTIONS: Final = ("prerun", "run", "postrun", "on_finish", "result", "on_error")
-_UNSET: Final = object()
+UNSET: Final = object()
 T = TypeVar("T")
 
 
@@ -55,19 +55,23 @@ class _Configurable(type):
     def __call__(
         cls: type[T],
         *args: Any,
-        runs: int | Any | None = _UNSET,
-        join_in: float | Any | None = _UNSET,
-        lives: int | Any = _UNSET,
-        timeouts: Timeouts | Any = _UNSET,
+        runs: int | Any | None = UNSET,
+        join_in: float | Any | None = UNSET,
+        lives: int | Any = UNSET,
+        timeouts: Timeouts | Any = UNSET,
         **kwargs: Any,
     ) -> T:
         obj: T = super().__call__(*args, **kwargs)  # type: ignore[misc]
-        given = {"runs": runs, "join_in": join_in, "lives": lives, "timeouts": timeouts}
-        for name, value in given.items():
-            if value is not _UNSET:
-                setattr(obj, name, value)
-        check_config(obj)
+        configure(obj, runs=runs, join_in=join_in, lives=lives, timeouts=timeouts)
         return obj
+
+
+def configure(obj: Any, **given: Any) -> None:
+    """Set the options given (those not left as ``UNSET``) on ``obj``, then check them all."""
+    for name, value in given.items():
+        if value is not UNSET:
+            setattr(obj, name, value)
+    check_config(obj)
 
 
 def check_config(obj: Any) -> None:

@@ -16,7 +16,7 @@ from ._control import ControlLoop
 from ._job import Job, process_service
 from ._loophost import ControlLoopProxy, LoopKeywords, open_loop
 from ._messenger import Messenger
-from ._process import Process
+from ._process import UNSET, Process, Timeouts
 from ._proxy import Proxy
 from ._service import RestartPolicy, Service
 from ._worker import is_async_callable
@@ -145,6 +145,10 @@ async def start(
     process: P,
     /,
     *,
+    runs: int | Any | None = UNSET,
+    join_in: float | Any | None = UNSET,
+    lives: int | Any = UNSET,
+    timeouts: Timeouts | Any = UNSET,
     name: str | None = None,
     cpu: int | tuple[int, ...] | list[int] | None = None,
     startup_timeout: float = 30.0,
@@ -164,6 +168,7 @@ async def start(
     """
     service = process_service(
         process,
+        config={"runs": runs, "join_in": join_in, "lives": lives, "timeouts": timeouts},
         name=name or _qualname(type(process)),
         cpu=cpu,
         startup_timeout=startup_timeout,

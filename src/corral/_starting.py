@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, Unpack, overload
 from ._control import ControlLoop
 from ._job import Job, process_service
 from ._loophost import ControlLoopProxy, LoopKeywords, open_loop
-from ._process import Process
+from ._process import UNSET, Process, Timeouts
 from ._proxy import Proxy
 from ._scheduler import IntervalWorker
 from ._service import RestartPolicy, Service
@@ -145,6 +145,10 @@ class WorkerStarter(abc.ABC):
         process: P,
         /,
         *,
+        runs: int | Any | None = UNSET,
+        join_in: float | Any | None = UNSET,
+        lives: int | Any = UNSET,
+        timeouts: Timeouts | Any = UNSET,
         name: str | None = None,
         cpu: int | tuple[int, ...] | list[int] | None = None,
         restart: RestartPolicy = "never",
@@ -161,7 +165,10 @@ class WorkerStarter(abc.ABC):
         ...         upscaled = await job.result()
 
         ``process`` is pickled (cloudpickle: classes in ``__main__`` work) and
-        its cycle runs in the child (see :class:`~corral.Process`). A section
+        its cycle runs in the child (see :class:`~corral.Process`). ``runs``,
+        ``join_in``, ``lives`` and ``timeouts`` given here override the
+        process's own (the same as constructor keywords, but seen by type
+        checkers). A section
         that fails is the job's result (``await job.result()`` raises it),
         not the supervisor's failure; a child that crashes is, as for
         :meth:`spawn`, unless ``restart=`` starts the process again (from
@@ -172,6 +179,7 @@ class WorkerStarter(abc.ABC):
         self._check_running()
         service = process_service(
             process,
+            config={"runs": runs, "join_in": join_in, "lives": lives, "timeouts": timeouts},
             name=self._unique_name(name, type(process)),
             cpu=cpu,
             restart=restart,
