@@ -123,3 +123,14 @@ async def test_start_time_options_are_checked_before_anything_starts() -> None:
         with pytest.raises(TypeError, match=r"corral\.Process subclass"):
             await sup.start(object())  # type: ignore[type-var]
         assert sup.statistics().children == ()
+
+
+async def test_a_sync_section_that_overruns_ends_its_child() -> None:
+    async with corral.Supervisor() as sup:
+        started = time.perf_counter()
+        job = await sup.start(Hangs(), timeouts=corral.Timeouts(run=0.3))
+        with pytest.raises(corral.ProcessTimeout) as caught:
+            await job.result()
+        assert time.perf_counter() - started < 5.0  # not the 60 s sleep
+        assert not job.is_alive  # its thread could not be stopped: the child went
+    assert caught.value.section == "run"
