@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from typing import Any
 
@@ -99,3 +101,66 @@ class Sleeper(corral.Process):
 
     def result(self) -> Any:
         return self.seconds
+
+
+class HangsOnce(corral.Process):
+    """Hangs (sync, in a sleep that will not stop) on its second run() call."""
+
+    runs = 3
+    lives = 2
+    timeouts = corral.Timeouts(run=0.3)
+
+    def __init__(self) -> None:
+        self.pids: list[int] = []
+
+    def run(self) -> None:
+        self.pids.append(os.getpid())
+        if len(self.pids) == 2:
+            time.sleep(60)
+
+    def result(self) -> tuple[list[int], int]:
+        return (self.pids, self.current_run)
+
+
+class HangsOnceUnpicklable(corral.Process):
+    """Hangs on run 2 in its first child only, holding a lock (which will not pickle)."""
+
+    runs = 3
+    lives = 2
+    timeouts = corral.Timeouts(run=0.3)
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.calls = 0
+        self.lock: threading.Lock | None = None
+
+    def run(self) -> None:
+        self.calls += 1
+        if self.current_run == 2 and not os.path.exists(self.marker):
+            self.lock = threading.Lock()
+            with open(self.marker, "w"):
+                pass
+            time.sleep(60)
+
+    def result(self) -> tuple[int, int]:
+        return (self.calls, self.current_run)
+
+
+class CrashesOnce(corral.Process):
+    """Its first child dies (os._exit) in run 2; a later one runs to the end."""
+
+    runs = 3
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.calls = 0
+
+    def run(self) -> None:
+        self.calls += 1
+        if self.current_run == 2 and not os.path.exists(self.marker):
+            with open(self.marker, "w"):
+                pass
+            os._exit(3)
+
+    def result(self) -> int:
+        return self.calls

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import pickle
 import time
 
@@ -11,10 +12,13 @@ import pytest
 import corral
 from tests.processes import (
     Counter,
+    CrashesOnce,
     Echo,
     Flaky,
     Forever,
     Hangs,
+    HangsOnce,
+    HangsOnceUnpicklable,
     Sleeper,
     SlowAsync,
     StopsAtFive,
@@ -134,3 +138,59 @@ async def test_a_sync_section_that_overruns_ends_its_child() -> None:
         assert time.perf_counter() - started < 5.0  # not the 60 s sleep
         assert not job.is_alive  # its thread could not be stopped: the child went
     assert caught.value.section == "run"
+
+
+async def test_a_sync_section_that_overruns_is_retried_in_a_new_child_keeping_state() -> None:
+    async with corral.Supervisor() as sup:
+        job = await sup.start(HangsOnce())
+        with anyio.fail_after(20):
+            pids, last_run = await job.result()
+        (child,) = sup.statistics().children
+    assert last_run == 3
+    assert len(pids) == 4  # run 1, run 2 (hung), run 2 again, run 3: the list was kept
+    assert pids[0] == pids[1] != pids[2] == pids[3]  # the retry ran in a new child
+    assert child.restarts == 1
+    assert job.timers.run.count == 4  # the overrun is timed too
+    assert job.timers.process.count == 3
+
+
+async def test_a_retry_in_a_new_child_starts_from_the_first_state_when_it_will_not_pickle(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with corral.start(HangsOnceUnpicklable(str(tmp_path / "hung"))) as job:
+        with anyio.fail_after(20):
+            calls, last_run = await job.result()
+    assert last_run == 3
+    assert calls == 2  # the state of the start: runs 2 and 3 in the new child
+
+
+async def test_a_retry_in_a_new_child_that_overruns_again_uses_up_the_lives() -> None:
+    async with corral.Supervisor() as sup:
+        job = await sup.start(Hangs(), runs=1, lives=2, timeouts=corral.Timeouts(run=0.2))
+        with anyio.fail_after(20), pytest.raises(corral.ProcessTimeout) as caught:
+            await job.result()
+        (child,) = sup.statistics().children
+    assert caught.value.current_run == 1
+    assert child.restarts == 1
+
+
+async def test_a_crash_is_the_jobs_error_not_the_supervisors(tmp_path: pathlib.Path) -> None:
+    async with corral.Supervisor() as sup:
+        job = await sup.start(CrashesOnce(str(tmp_path / "crashed")))
+        with anyio.fail_after(20), pytest.raises(corral.WorkerCrashed) as caught:
+            await job.result()
+        assert caught.value.exit_code == 3
+        again = await sup.start(CrashesOnce(str(tmp_path / "crashed")))  # still running
+        assert await again.result() == 3
+
+
+async def test_restart_on_failure_runs_a_crashed_process_again_from_its_start(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with corral.Supervisor() as sup:
+        job = await sup.start(CrashesOnce(str(tmp_path / "crashed")), restart="on-failure")
+        with anyio.fail_after(20):
+            assert await job.result() == 3  # the state it was started with: calls from 0
+        assert sup.statistics().children[0].restarts == 1
+        with pytest.raises(ValueError, match="restart='always' would run the process again"):
+            await sup.start(Counter(), restart="always")  # type: ignore[arg-type]

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any, Generic, TypeVar, final
 
 import anyio
 
 from ._answers import rebuild_failure
-from ._errors import WorkerStopped
+from ._errors import WorkerCrashed, WorkerStopped
 from ._process import SECTIONS, Process, configure
-from ._processchild import OUTCOME, PROGRESS, STOP, TELL, serve_process
+from ._processchild import OUTCOME, PROGRESS, STOP, TELL, process_target, serve_process
 from ._proxy import receive_from
 from ._service import Service
 from ._timing import Timer
 
 P = TypeVar("P", bound=Process)
+logger = logging.getLogger(__name__)
 
 
 @final
@@ -54,14 +56,17 @@ class Job(Generic[P]):
     (``self.listen()`` / ``self.tell()`` there).
     """
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, process: P) -> None:
         self._service = service
+        self._process = process
         self._current_run = 0
         self._finished = False
         self._killed = False
+        self._outcome: tuple[Any, ...] | None = None
         self._value: Any = None
         self._error: BaseException | None = None
         self._timers = ProcessTimers()
+        service.relaunch = self._relaunch
 
     def __repr__(self) -> str:
         state = "alive" if self.is_alive else "finished" if self._finished else "starting"
@@ -94,27 +99,56 @@ class Job(Generic[P]):
 
     async def wait(self) -> None:
         """Wait until the process has ended (finished, failed or killed)."""
-        if self._finished:
-            return
-        try:
-            outcome = await receive_from(self._service, OUTCOME)
-        except Exception as error:  # the child died, or was killed
-            await self._service.wait_closed()
-            if not self._finished:
-                self._finished = True
-                self._error = None if self._killed else error
-            return
-        await self._service.wait_closed()
         if not self._finished:
-            self._finished = True
-            self._settle(outcome)
+            await self._service.wait_closed()
+            self._settle()
 
-    def _settle(self, outcome: tuple[Any, ...]) -> None:
-        value, error, runs, timers, _abandoned = outcome
-        self._value = value
-        self._error = rebuild_failure(error) if error is not None else None
-        self._current_run = runs
-        self._timers = ProcessTimers(timers)
+    def _settle(self) -> None:
+        """Take the job's end from what its last child sent, once."""
+        if self._finished:  # (another waiter did)
+            return
+        self._finished = True
+        outcome = self._outcome or self._last_outcome()
+        if outcome is not None:
+            value, error, runs, timers, _resume, _target = outcome
+            self._value = value
+            self._error = rebuild_failure(error) if error is not None else None
+            self._current_run = runs
+            self._timers = ProcessTimers(timers)
+        elif not self._killed:  # the child died, or its start failed
+            self._error = self._service.error or WorkerCrashed(self.name, self._service.last_exit)
+
+    def _last_outcome(self) -> tuple[Any, ...] | None:
+        """What the last child sent as it ended, if it did."""
+        messenger = self._service.last_messenger
+        if messenger is None:
+            return None
+        try:
+            outcome: tuple[Any, ...] = messenger.receive_nowait(OUTCOME)
+        except Exception:
+            return None
+        return outcome
+
+    def _relaunch(self) -> bytes | None:
+        """After each child: what to start in its place, when its process goes on there.
+
+        That is when a sync section overran its limit (its thread could not
+        be stopped, so the child had to go) and lives remain.
+        """
+        outcome = self._outcome = self._last_outcome()
+        if outcome is None or outcome[4] is None:
+            return None
+        resume, target = outcome[4], outcome[5]
+        logger.warning(
+            "job %r: %s; the child was ended (its thread would not stop) and a new one "
+            "retries run %d (lives left: %d)",
+            self.name,
+            rebuild_failure(outcome[1]),
+            resume.run,
+            resume.lives,
+        )
+        self._outcome = None
+        return target if target is not None else process_target(self._process, resume)
 
     async def result(self) -> Any:
         """Wait for the end; its result, or the error that ended it (None if killed)."""
@@ -164,5 +198,10 @@ def process_service(
         raise TypeError(f"start() takes an instance of a corral.Process subclass, got {process!r}")
     if type(process).run is Process.run:
         raise TypeError(f"{type(process).__qualname__} must define run(), the work of one run")
+    if options.get("restart") == "always":
+        raise ValueError(
+            "restart='always' would run the process again each time it ends: pass runs=None "
+            "to run it until stopped, or restart='on-failure' to start it again after a crash"
+        )
     configure(process, **config)
     return Service("function", serve_process, (), {"process": process}, name=name, **options)

@@ -55,6 +55,16 @@ class Link(Protocol):
 
 
 @dataclass
+class Resume:
+    """Where a process takes up again in a new child, its old one having had to go."""
+
+    run: int  # the run to retry
+    lives: int  # the lives left
+    elapsed: float  # seconds of join_in used
+    timers: dict[str, Timer]
+
+
+@dataclass
 class Outcome:
     """How a process ended: its result or its error, its runs and its timers."""
 
@@ -63,21 +73,33 @@ class Outcome:
     runs: int = 0
     timers: dict[str, Timer] = field(default_factory=dict)
     abandoned: bool = False  # a sync section would not stop: the process must go
+    resume: Resume | None = None  # ... and has lives left to retry in a new one
 
 
 class Abandoned(Exception):
     """A sync section overran its limit in a thread that cannot be stopped."""
 
 
-async def run_cycle(obj: Process, link: Link) -> Outcome:
-    """Run ``obj``'s whole lifecycle; never raises for what its sections raise."""
-    timers = {name: Timer(window=TIMER_WINDOW) for name in (*SECTIONS, "process")}
+async def run_cycle(obj: Process, link: Link, resume: Resume | None = None) -> Outcome:
+    """Run ``obj``'s whole lifecycle; never raises for what its sections raise.
+
+    With ``resume``, the cycle takes up where a child that had to go left it:
+    that run is retried, with the lives, timers and join_in time left.
+
+    A sync section that overruns its limit cannot be stopped (its thread runs
+    on): the outcome is ``abandoned``, the caller must end the process, and,
+    where lives remain, ``resume`` says how to go on in a new one.
+    """
+    if resume is None:
+        timers = {name: Timer(window=TIMER_WINDOW) for name in (*SECTIONS, "process")}
+        resume = Resume(run=1, lives=obj.lives, elapsed=0.0, timers=timers)
+    timers = resume.timers
     outcome = Outcome(timers=timers)
     obj._corral_channel, obj._corral_stop = link, False
     hooks = {name: _hook(obj, name) for name in SECTIONS}
-    started = anyio.current_time()
-    lives = obj.lives
-    run = 0
+    started = anyio.current_time() - resume.elapsed
+    lives = resume.lives
+    run = resume.run - 1
     last_turn = perf_counter()
     try:
         while not obj._corral_stop and (obj.runs is None or run < obj.runs):
@@ -94,9 +116,13 @@ async def run_cycle(obj: Process, link: Link) -> Outcome:
                             await _section(obj, name, hooks[name], timers[name])
                 except ProcessError as error:
                     lives -= 1
-                    if lives <= 0 or isinstance(error.__cause__, Abandoned):
+                    if lives <= 0:
                         raise
-                    logger.info("%s: %s; retrying (%d lives left)", _name(obj), error, lives)
+                    if isinstance(error.__cause__, Abandoned):
+                        elapsed = anyio.current_time() - started
+                        outcome.resume = Resume(run, lives, elapsed, timers)
+                        raise
+                    logger.info("%s: %s; retrying (lives left: %d)", _name(obj), error, lives)
                     continue
                 timers["process"].record(perf_counter() - began)
                 break

@@ -9,15 +9,17 @@ three channels: TELL both ways, PROGRESS (the current run, at most every
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from typing import Any, Final
 
 import anyio
 
 from ._answers import failure_payload
-from ._lifecycle import Outcome, run_cycle
+from ._lifecycle import Outcome, Resume, run_cycle
 from ._messenger import Messenger
 from ._process import Process
+from ._spawn import pickled_target
 
 TELL: Final = "__corral_tell__"
 PROGRESS: Final = "__corral_progress__"
@@ -25,6 +27,8 @@ STOP: Final = "__corral_stop__"
 OUTCOME: Final = "__corral_outcome__"
 CONTROL: Final = "__corral_control__"  # where a close request surfaces
 _PROGRESS_EVERY: Final = 0.05
+
+logger = logging.getLogger(__name__)
 
 
 class ChildLink:
@@ -49,8 +53,10 @@ class ChildLink:
             self._messenger.send_nowait(current_run, channel=PROGRESS)
 
 
-async def serve_process(messenger: Messenger, *, process: Process) -> None:
-    """Run ``process`` to its end and send the host the outcome.
+async def serve_process(
+    messenger: Messenger, *, process: Process, resume: Resume | None = None
+) -> None:
+    """Run ``process`` to its end (from ``resume`` if given) and send the host the outcome.
 
     A close request from the host (its block or supervisor ending) is a
     ``stop()``: the current run finishes, then on_finish() and result().
@@ -64,12 +70,34 @@ async def serve_process(messenger: Messenger, *, process: Process) -> None:
             process.stop()
 
         tasks.start_soon(stop_on_close)
-        outcome = await run_cycle(process, ChildLink(messenger))
-        messenger.send_nowait(encode(outcome), channel=OUTCOME)
+        outcome = await run_cycle(process, ChildLink(messenger), resume)
+        messenger.send_nowait(encode(outcome, process), channel=OUTCOME)
         tasks.cancel_scope.cancel()
 
 
-def encode(outcome: Outcome) -> tuple[Any, ...]:
-    """What crosses to the host: the error travels as a failure payload."""
+def encode(outcome: Outcome, process: Process) -> tuple[Any, ...]:
+    """What crosses to the host: the error travels as a failure payload.
+
+    A process to go on in a new child comes with what that child runs: the
+    instance as it is now, so its state is kept (None if it will not
+    pickle: the host then starts again from the instance it started).
+    """
     error = failure_payload(outcome.error) if outcome.error is not None else None
-    return (outcome.value, error, outcome.runs, outcome.timers, outcome.abandoned)
+    target = None
+    if outcome.resume is not None:
+        process._corral_channel = None  # (the abandoned thread may still be changing it)
+        try:
+            target = process_target(process, outcome.resume)
+        except Exception as problem:
+            logger.warning(
+                "%s: its state will not pickle (%s); the new child starts from the state "
+                "it was started with",
+                type(process).__qualname__,
+                problem,
+            )
+    return (outcome.value, error, outcome.runs, outcome.timers, outcome.resume, target)
+
+
+def process_target(process: Process, resume: Resume | None = None) -> bytes:
+    """What a child runs to run ``process`` (from ``resume``), pickled."""
+    return pickled_target(serve_process, (), {"process": process, "resume": resume})

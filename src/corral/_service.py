@@ -123,6 +123,8 @@ class Service:
         self._pause: anyio.CancelScope | None = None
         self._launching: anyio.CancelScope | None = None
         self.last_messenger: Messenger | None = None
+        # after each child: what to start at once in its place, if anything (see Job)
+        self.relaunch: Callable[[], bytes | None] | None = None
 
     def __repr__(self) -> str:
         pid = self.child.pid if self.child is not None else None
@@ -160,6 +162,12 @@ class Service:
             started = True
             if self._closing:
                 return
+            target = self.relaunch() if self.relaunch is not None else None
+            if target is not None:  # not a restart by policy: counted, but not against it
+                self._target = target
+                self.restarts += 1
+                self.state = "restarting"
+                continue
             failed = failure is not None
             if self.restart == "never" or (self.restart == "on-failure" and not failed):
                 self._give_up(failure, "")

@@ -175,7 +175,7 @@ async def start(
         log_level=log_level,
     )
     async with _running(service, shutdown_timeout, wait=False):
-        yield Job(service)
+        yield Job(service, process)
 
 
 @contextlib.asynccontextmanager

@@ -44,8 +44,8 @@ class WorkerStarter(abc.ABC):
         """``name``, checked to be free, or one made from ``fn``'s name."""
 
     @abc.abstractmethod
-    async def _adopt(self, service: Service, *, wait: bool = True) -> None:
-        """Run ``service``'s manager task, until its child is ready if ``wait``."""
+    async def _adopt(self, service: Service, *, job: bool = False) -> None:
+        """Run ``service``'s manager task until its child is ready, or, for a ``job``, not."""
 
     async def spawn(
         self,
@@ -151,7 +151,7 @@ class WorkerStarter(abc.ABC):
         timeouts: Timeouts | Any = UNSET,
         name: str | None = None,
         cpu: int | tuple[int, ...] | list[int] | None = None,
-        restart: RestartPolicy = "never",
+        restart: Literal["never", "on-failure"] = "never",
         max_restarts: int = 3,
         restart_window: float = 5.0,
         startup_timeout: float = 30.0,
@@ -167,14 +167,16 @@ class WorkerStarter(abc.ABC):
         ``process`` is pickled (cloudpickle: classes in ``__main__`` work) and
         its cycle runs in the child (see :class:`~corral.Process`). ``runs``,
         ``join_in``, ``lives`` and ``timeouts`` given here override the
-        process's own (the same as constructor keywords, but seen by type
-        checkers). A section
-        that fails is the job's result (``await job.result()`` raises it),
-        not the supervisor's failure; a child that crashes is, as for
-        :meth:`spawn`, unless ``restart=`` starts the process again (from
-        the state it was started with). Leaving the supervisor's block stops
-        a job that is still running (its current run finishes, then
-        on_finish() and result()), killing it after ``shutdown_timeout``.
+        process's own (as constructor keywords do, but seen by type checkers).
+
+        How the job ends is its own business, not the supervisor's: a section
+        that fails, and a child that crashes (:class:`~corral.WorkerCrashed`),
+        are raised by ``await job.result()``. ``restart="on-failure"`` starts
+        a crashed process again in a new child, from the state it was started
+        with (``max_restarts`` within ``restart_window`` seconds). Leaving the
+        supervisor's block stops a job still running (its current run
+        finishes, then on_finish() and result()), killing it after
+        ``shutdown_timeout``.
         """
         self._check_running()
         service = process_service(
@@ -188,8 +190,8 @@ class WorkerStarter(abc.ABC):
             startup_timeout=startup_timeout,
             log_level=log_level,
         )
-        await self._adopt(service, wait=False)
-        return Job(service)
+        await self._adopt(service, job=True)
+        return Job(service, process)
 
     def start_worker(self, spec: WorkerSpec[W], /, *args: Any, **overrides: Any) -> W:
         """Start the worker a spec describes; returns its handle.

@@ -268,13 +268,13 @@ class Supervisor(WorkerStarter):
 
     # -- starting workers (the public ways are in WorkerStarter) ------------------
 
-    async def _adopt(self, service: Service, *, wait: bool = True) -> None:
+    async def _adopt(self, service: Service, *, job: bool = False) -> None:
         runtime = self._running()
-        service.on_failure = self._failed  # a child given up on fails the supervisor
         self._children[service.name] = service
-        if not wait:  # its start is the job's business: a failed one is a failure like others
+        if job:  # it starts in the background, and its end, crash or not, is the job's result
             runtime.task_group.start_soon(service.run, name=f"corral-child:{service.name}")
             return
+        service.on_failure = self._failed  # a child given up on fails the supervisor
         try:
             await runtime.task_group.start(service.run, name=f"corral-child:{service.name}")
         except BaseException:
