@@ -164,3 +164,60 @@ class CrashesOnce(corral.Process):
 
     def result(self) -> int:
         return self.calls
+
+
+class FailsIn(corral.Process):
+    """Runs every section (async ones too); ``section`` raises ValueError on run 2.
+
+    ``on_error`` tells the host the error's type, then returns what
+    ``handled`` says: None, a value, or another exception.
+    """
+
+    runs = 3
+
+    def __init__(self, section: str, handled: str = "none") -> None:
+        self.section = section
+        self.handled = handled
+        self.calls: list[str] = []
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.section and (self.current_run == 2 or name in ("on_finish", "result")):
+            raise ValueError(f"{name} failed")
+
+    async def prerun(self) -> None:
+        self._call("prerun")
+
+    def run(self) -> None:
+        self._call("run")
+
+    async def postrun(self) -> None:
+        await anyio.sleep(0)
+        self._call("postrun")
+
+    def on_finish(self) -> None:
+        self._call("on_finish")
+
+    async def result(self) -> list[str]:
+        self._call("result")
+        return self.calls
+
+    def on_error(self) -> Any:
+        self.tell(type(self.error).__name__)
+        if self.handled == "value":
+            return ["recovered", *self.calls]
+        if self.handled == "exception":
+            return LookupError("replaced")
+        return None
+
+
+class Timed(corral.Process):
+    """Runs until join_in ends it."""
+
+    join_in = 0.3
+
+    async def run(self) -> None:
+        await anyio.sleep(0.01)
+
+    def result(self) -> int:
+        return self.current_run

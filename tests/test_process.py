@@ -14,6 +14,7 @@ from tests.processes import (
     Counter,
     CrashesOnce,
     Echo,
+    FailsIn,
     Flaky,
     Forever,
     Hangs,
@@ -22,6 +23,7 @@ from tests.processes import (
     Sleeper,
     SlowAsync,
     StopsAtFive,
+    Timed,
 )
 
 pytestmark = pytest.mark.anyio
@@ -194,3 +196,51 @@ async def test_restart_on_failure_runs_a_crashed_process_again_from_its_start(
         assert sup.statistics().children[0].restarts == 1
         with pytest.raises(ValueError, match="restart='always' would run the process again"):
             await sup.start(Counter(), restart="always")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("section", "error_type", "run"),
+    [
+        ("prerun", corral.PreRunError, 2),
+        ("run", corral.RunError, 2),
+        ("postrun", corral.PostRunError, 2),
+        ("on_finish", corral.OnFinishError, 3),
+        ("result", corral.ResultError, 3),
+    ],
+)
+async def test_each_section_has_its_error_and_on_error_sees_it(
+    section: str, error_type: type[corral.ProcessError], run: int
+) -> None:
+    async with corral.start(FailsIn(section)) as job:
+        with pytest.raises(error_type) as caught:
+            await job.result()
+        assert await job.listen(timeout=10) == error_type.__name__  # from on_error()
+    assert caught.value.current_run == run
+    assert isinstance(caught.value.original_error, ValueError)
+    assert str(caught.value) == f"Error in {section} on run {run}: ValueError('{section} failed')"
+
+
+async def test_all_sections_run_in_order_sync_and_async_with_timers() -> None:
+    async with corral.start(FailsIn("none")) as job:
+        calls = await job.result()
+    assert calls == [*["prerun", "run", "postrun"] * 3, "on_finish", "result"]
+    timers = job.timers
+    assert (timers.prerun.count, timers.postrun.count, timers.process.count) == (3, 3, 3)
+    assert (timers.on_finish.count, timers.result.count, timers.on_error.count) == (1, 1, 0)
+    assert timers.process.mean >= timers.run.mean
+
+
+async def test_what_on_error_returns_stands_in_for_the_error() -> None:
+    async with corral.start(FailsIn("run", handled="value")) as job:
+        assert await job.result() == ["recovered", "prerun", "run", "postrun", "prerun", "run"]
+    async with corral.start(FailsIn("run", handled="exception")) as job:
+        with pytest.raises(LookupError, match="replaced"):
+            await job.result()
+
+
+async def test_join_in_ends_the_cycle_after_its_seconds() -> None:
+    started = time.perf_counter()
+    async with corral.start(Timed()) as job:
+        runs = await job.result()
+    assert 3 <= runs <= 31  # about 0.3 s of 0.01 s runs
+    assert time.perf_counter() - started < 5.0

@@ -135,12 +135,26 @@ async def run_cycle(obj: Process, link: Link, resume: Resume | None = None) -> O
     except ProcessError as error:
         outcome.error = error
         outcome.abandoned = isinstance(error.__cause__, Abandoned)
-        if not outcome.abandoned and hooks["on_error"] is not None:
-            try:
-                await _section(obj, "on_error", hooks["on_error"], timers["on_error"])
-            except ProcessError as also:
-                logger.error("%s: on_error() failed too: %s", _name(obj), also.original_error)
+        if outcome.resume is None and hooks["on_error"] is not None:
+            await _handle(obj, error, hooks["on_error"], outcome)
     return outcome
+
+
+async def _handle(obj: Process, error: ProcessError, on_error: Any, outcome: Outcome) -> None:
+    """Run ``on_error()`` (``self.error`` set): what it returns may stand in for the error.
+
+    An exception is raised instead; any other value but None is the result.
+    """
+    obj.error = error
+    try:
+        handled = await _section(obj, "on_error", on_error, outcome.timers["on_error"])
+    except ProcessError as also:
+        logger.error("%s: on_error() failed too: %s", _name(obj), also)
+        return
+    if isinstance(handled, BaseException):
+        outcome.error = handled
+    elif handled is not None:
+        outcome.error, outcome.value = None, handled
 
 
 def _hook(obj: Process, name: str) -> Any:

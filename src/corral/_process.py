@@ -109,6 +109,7 @@ class Process(metaclass=_Configurable):
     and the run counter), ``timeouts`` (:class:`Timeouts`).
 
     Inside the child, ``self.current_run`` is the run under way (from 1),
+    ``self.error`` the error that ended the cycle (for ``on_error()``),
     ``self.stop()`` ends the cycle after the current run, ``self.tell(x)``
     sends ``x`` to the host and ``await self.listen(timeout)`` receives
     what the host told.
@@ -119,6 +120,7 @@ class Process(metaclass=_Configurable):
     lives: int = 1
     timeouts: Timeouts = Timeouts()
     current_run: int = 0
+    error: BaseException | None = None
     _corral_stop: bool = False
     _corral_channel: Any = None
 
@@ -139,7 +141,12 @@ class Process(metaclass=_Configurable):
         return None
 
     def on_error(self) -> Any:
-        """Called instead of result() when a section failed (override as needed)."""
+        """Instead of result() when a section failed, ``self.error`` (override as needed).
+
+        Return None (the default) to have the job raise ``self.error``; an
+        exception to raise that instead; any other value to make it the
+        job's result.
+        """
 
     def stop(self) -> None:
         """End the cycle after the current run; on_finish() and result() still run."""
