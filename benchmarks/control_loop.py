@@ -58,7 +58,6 @@ import ctypes
 import datetime
 import importlib
 import importlib.metadata
-import importlib.util
 import json
 import math
 import os
@@ -77,6 +76,7 @@ import anyio
 import psutil
 
 import corral
+from _peers import ensure
 from _stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -564,17 +564,8 @@ def settle(max_wait: float) -> float:
 
 def ensure_matplotlib() -> str | None:
     """Import matplotlib, installing it with pip first if needed; a note if impossible."""
-    if importlib.util.find_spec("matplotlib") is None:
-        print(
-            "matplotlib is not installed: installing it into this environment "
-            f"({sys.executable} -m pip install matplotlib) ...",
-            flush=True,
-        )
-        pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        done = subprocess.run([*pip, "matplotlib"], check=False)
-        importlib.invalidate_caches()
-        if done.returncode != 0 or importlib.util.find_spec("matplotlib") is None:
-            return "matplotlib could not be installed: no plot"
+    if note := ensure("matplotlib"):
+        return f"{note}: no plot"
     importlib.import_module("matplotlib").use("Agg")
     return None
 

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 import corral
 
@@ -192,7 +193,7 @@ class FailsIn(corral.Process):
         self._call("run")
 
     async def postrun(self) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         self._call("postrun")
 
     def on_finish(self) -> None:
