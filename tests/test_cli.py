@@ -33,6 +33,9 @@ def test_demo_json_summary_shows_every_worker_stopped() -> None:
     assert summary["fleet"]["workers"] == 200
     assert summary["fleet"]["ticks"] > 0
     assert summary["counts"]["readings"] > 0
+    job = summary["process"]  # the archiver: a Process told every batch
+    assert job["readings"] == summary["counts"]["flushed"]  # none lost
+    assert job["closed"] is True  # stop() -> on_finish() -> result()
 
 
 def test_demo_prints_status_lines_and_a_summary() -> None:

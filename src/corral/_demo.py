@@ -2,7 +2,8 @@
 
 Sensors are polled at 10 Hz; readings go through a priority queue (alarms
 first) to two processors; alarms trigger a dashboard refresh (coalesced); a
-loop worker flushes batches; a flaky uplink fails now and then and is handled
+loop worker flushes batches to an archiver, a ``corral.Process`` in a child
+told each batch (one of its runs fails and is retried); a flaky uplink fails now and then and is handled
 by ``on_error``; a calibration service runs in a child process behind a
 proxy, is killed half-way and restarted; a 1 kHz control loop holds a
 simulated room at a setpoint on a core of its own; and a fleet of interval workers
@@ -37,6 +38,7 @@ from . import (
     run,
 )
 from ._demo_loop import Stabilizer, loop_core, loop_line, loop_summary
+from ._demo_process import Archiver, archive_summary, process_line
 from ._run import uvloop_available
 
 
@@ -125,9 +127,12 @@ async def _plant(  # noqa: PLR0915
         def heartbeat() -> None:  # sync: runs in one of the supervisor's threads
             time.sleep(0.001)
 
+        archiver = await sup.start(Archiver(), name="archiver")
+
         @sup.loop_worker(name="flush_batches")
         async def flush() -> None:
             await anyio.sleep(0.25)
+            await archiver.tell(list(batch))  # to the Process in its child
             counts["flushed"] += len(batch)
             batch.clear()
 
@@ -189,6 +194,9 @@ async def _plant(  # noqa: PLR0915
                         flush=True,
                     )
         service["burst"] = await _burst(calibrator)
+        flush.stop()  # the archiver's feed first, then the archiver
+        await flush.wait_stopped()
+        archived = await archive_summary(archiver)
         loop_figures = None
         if stabilizer is not None:
             temperature = await stabilizer.get("temperature")
@@ -226,6 +234,7 @@ async def _plant(  # noqa: PLR0915
         "rss_mb": round(process.memory_info().rss / 2**20, 1),
         "service": service,
         "control_loop": loop_figures,
+        "process": archived,
         "all_stopped": all(w.state.value == "stopped" for w in workers),
         "shutdown": shutdown_log,
         "left_running": {
@@ -333,6 +342,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     )
     if s["control_loop"]:
         print(loop_line(s["control_loop"]))
+    print(process_line(s["process"]))
     print(f"process: CPU {s['cpu_pct']}% of one core, RSS {s['rss_mb']} MB")
     left = s["left_running"]
     print(
