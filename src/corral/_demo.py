@@ -3,12 +3,12 @@
 Sensors are polled at 10 Hz; readings go through a priority queue (alarms
 first) to two processors; alarms trigger a dashboard refresh (coalesced); a
 loop worker flushes batches to an archiver, a ``corral.Process`` in a child
-told each batch (one of its runs fails and is retried); a flaky uplink fails now and then and is handled
-by ``on_error``; a calibration service runs in a child process behind a
-proxy, is killed half-way and restarted; a 1 kHz control loop holds a
-simulated room at a setpoint on a core of its own; and a fleet of interval workers
-shows what one shared timer does at scale. Every second a status line; at
-the end, a summary of figures.
+told each batch (one of its runs fails and is retried); a flaky uplink fails
+now and then and is handled by ``on_error``; a calibration service runs in a
+child process behind a proxy, is killed half-way and restarted; a 1 kHz
+control loop holds a simulated room at a setpoint on a core of its own; and
+a fleet of interval workers shows what one shared timer does at scale. Every
+second a status line; at the end, a summary of figures.
 """
 
 from __future__ import annotations
