@@ -222,3 +222,26 @@ class Timed(corral.Process):
 
     def result(self) -> int:
         return self.current_run
+
+
+class OddError(Exception):
+    """Will not unpickle: its constructor needs two arguments, its args hold one."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(a)
+
+
+class RaisesOdd(corral.Process):
+    runs = 1
+
+    def run(self) -> None:
+        self.tell("before")
+        raise OddError(1, 2)
+
+
+class Dies(corral.Process):
+    runs = 1
+
+    def run(self) -> None:
+        self.tell("last words")
+        os._exit(7)

@@ -13,6 +13,7 @@ import corral
 from tests.processes import (
     Counter,
     CrashesOnce,
+    Dies,
     Echo,
     FailsIn,
     Flaky,
@@ -20,6 +21,7 @@ from tests.processes import (
     Hangs,
     HangsOnce,
     HangsOnceUnpicklable,
+    RaisesOdd,
     Sleeper,
     SlowAsync,
     StopsAtFive,
@@ -244,3 +246,27 @@ async def test_join_in_ends_the_cycle_after_its_seconds() -> None:
         runs = await job.result()
     assert 3 <= runs <= 31  # about 0.3 s of 0.01 s runs
     assert time.perf_counter() - started < 5.0
+
+
+async def test_an_original_error_that_will_not_unpickle_keeps_its_section_error() -> None:
+    async with corral.start(RaisesOdd()) as job:
+        with pytest.raises(corral.RunError) as caught:
+            await job.result()
+        assert await job.listen(timeout=10) == "before"
+        assert await job.listen() is None  # ended, all read: None, not a hang
+    error = caught.value
+    assert str(error) == "Error in run on run 1: OddError(1)"
+    assert isinstance(error.original_error, corral.RemoteError)
+    assert error.original_error.type_name.endswith("OddError")
+    assert error.__cause__ is error.original_error
+
+
+async def test_what_a_crashed_process_told_is_still_read_then_listen_gives_none() -> None:
+    async with corral.Supervisor() as sup:
+        job = await sup.start(Dies())
+        with pytest.raises(corral.WorkerCrashed):
+            await job.result()
+        assert await job.listen(timeout=10) == "last words"
+        assert await job.listen(timeout=10) is None
+        with pytest.raises(corral.WorkerStopped, match="has ended"):
+            await job.tell("anyone?")

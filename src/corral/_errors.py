@@ -206,6 +206,7 @@ class ProcessError(CorralError):
     def __init__(self, current_run: int, original_error: BaseException | None) -> None:
         self.current_run = current_run
         self.original_error = original_error
+        self.__cause__ = original_error  # (unpickled in the host, too)
         super().__init__(
             f"Error in {self.section} on run {current_run}: {original_error!r}"
             if original_error is not None
@@ -213,7 +214,28 @@ class ProcessError(CorralError):
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.current_run, self.original_error))
+        # The original error travels as a failure payload: one that will not
+        # unpickle on the other side becomes a RemoteError there, and this
+        # error keeps its type and its message.
+        from ._answers import failure_payload  # noqa: PLC0415  (_answers imports this module)
+
+        original = self.original_error
+        payload = failure_payload(original) if original is not None else None
+        return (_rebuild_process_error, (type(self), self.current_run, payload, str(self)))
+
+
+def _rebuild_process_error(
+    cls: type[ProcessError], current_run: int, payload: Any, message: str
+) -> ProcessError:
+    from ._answers import rebuild_failure  # noqa: PLC0415
+
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.current_run = current_run
+    error.original_error = error.__cause__ = (
+        rebuild_failure(payload) if payload is not None else None
+    )
+    return error
 
 
 class PreRunError(ProcessError):

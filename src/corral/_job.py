@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar, final
 import anyio
 
 from ._answers import rebuild_failure
-from ._errors import WorkerCrashed, WorkerStopped
+from ._errors import CorralError, WorkerCrashed, WorkerStopped
 from ._process import SECTIONS, Process, configure
 from ._processchild import OUTCOME, PROGRESS, STOP, TELL, process_target, serve_process
 from ._proxy import receive_from
@@ -177,11 +177,15 @@ class Job(Generic[P]):
         await messenger.send(value, channel=TELL)
 
     async def listen(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109
-        """The next value the process sent with ``self.tell(x)``; None after ``timeout`` s."""
+        """The next value the process sent with ``self.tell(x)``.
+
+        None after ``timeout`` seconds, or once the process has ended and all
+        it sent has been read.
+        """
         with anyio.move_on_after(timeout):
             try:
                 return await receive_from(self._service, TELL)
-            except WorkerStopped:
+            except CorralError:  # it has ended (and how is result()'s to say)
                 return None
         return None
 
