@@ -33,6 +33,7 @@ bench: bytecode
 	$(BIN)/python benchmarks/rpc.py
 	$(BIN)/python benchmarks/crash.py
 	$(BIN)/python benchmarks/control_loop.py
+	$(BIN)/python benchmarks/process.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
