@@ -132,9 +132,10 @@ async def _plant(  # noqa: PLR0915
         @sup.loop_worker(name="flush_batches")
         async def flush() -> None:
             await anyio.sleep(0.25)
-            await archiver.tell(list(batch))  # to the Process in its child
-            counts["flushed"] += len(batch)
+            told = batch.copy()  # (readings keep coming while tell() waits)
             batch.clear()
+            await archiver.tell(told)  # to the Process in its child
+            counts["flushed"] += len(told)
 
         def uplink_failed(exc: Exception) -> None:
             counts["uplink_failures"] += 1

@@ -21,6 +21,7 @@ import anyio
 import anyio.abc
 
 from ._errors import ProtocolError, WorkerCrashed, WorkerStopped
+from ._forker import Forker
 from ._messenger import Messenger
 from ._serving import Member
 from ._spawn import ChildProcess, EarlyLoss, check_cpu, launch, pickled_target
@@ -125,6 +126,7 @@ class Service:
         self.last_messenger: Messenger | None = None
         # after each child: what to start at once in its place, if anything (see Job)
         self.relaunch: Callable[[], bytes | None] | None = None
+        self.forker: Forker | None = None  # a supervisor's zygote to fork children from
 
     def __repr__(self) -> str:
         pid = self.child.pid if self.child is not None else None
@@ -224,6 +226,7 @@ class Service:
                         log_level=self._log_level,
                         max_frame_size=self._max_frame_size,
                         pass_fds=self._pass_fds,
+                        forker=self.forker,
                     )
             except Exception as error:
                 failure = error

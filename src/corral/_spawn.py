@@ -34,6 +34,7 @@ import psutil
 from ._answers import rebuild_failure
 from ._connection import open_connection
 from ._errors import RemoteError, StartupError, WorkerCrashed
+from ._forker import Forked, Forker, reap
 from ._logs import LOGS, relog
 from ._messenger import Messenger
 from ._wire import DEFAULT_MAX_FRAME, dumps_inband
@@ -82,7 +83,7 @@ def check_cpu(cpu: int | tuple[int, ...] | list[int] | None) -> tuple[int, ...] 
 class ChildProcess:
     """A running child on the host's side: its pid, its exit, its stderr."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], name: str, stderr_fd: int) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes] | Forked, name: str, stderr_fd: int) -> None:
         self.name = name
         self.popen = popen
         self.pid = popen.pid
@@ -123,19 +124,9 @@ class ChildProcess:
         when the tasks around it have been cancelled.
         """
         popen = self.popen
-        if popen.returncode is None:
-            try:
-                pidfd = os.pidfd_open(self.pid)
-            except ProcessLookupError:  # already reaped (by another wait)
-                pass
-            except (AttributeError, OSError):  # no pidfd (old kernel): a thread waits
-                await anyio.to_thread.run_sync(popen.wait, abandon_on_cancel=True)
-            else:
-                try:
-                    await anyio.wait_readable(pidfd)
-                finally:
-                    os.close(pidfd)
-        return popen.wait()  # at once: it has exited
+        if isinstance(popen, Forked):  # the zygote reaps it, and tells its status
+            return await popen.wait_async()
+        return await reap(popen)
 
     async def wait_stderr(self, grace: float) -> None:
         """Wait (briefly) for the child's stderr to reach end of file."""
@@ -208,7 +199,7 @@ def _write_stderr(text: str) -> None:
         pass
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = dict(os.environ)
     # the child must import corral before it learns the host's sys.path
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -237,27 +228,33 @@ async def launch(
     log_level: int | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME,
     pass_fds: tuple[int, ...] = (),
+    forker: Forker | None = None,
 ) -> tuple[ChildProcess, Messenger, Any]:
     """Start a child running ``target`` and wait until it is ready.
 
-    ``target`` is :func:`pickled_target`'s bytes. Returns the child, the
+    ``target`` is :func:`pickled_target`'s bytes. The child is forked from
+    ``forker``'s zygote when there is one (and no ``pass_fds``), else
+    spawned. Returns the child, the
     host's messenger to it and what the child sent back when ready. Raises
     :class:`~corral.StartupError` (the child is gone by then) when it fails
     to start.
     """
     if log_level is None:
         log_level = logging.getLogger().getEffectiveLevel()
-    boot = Boot(name, cpu, tuple(sys.path), log_level, os.getpid(), max_frame_size, kind, target)
     host_sock, child_sock = socket.socketpair()
     stderr_read, stderr_write = os.pipe()
     try:
-        popen = subprocess.Popen(  # noqa: ASYNC220  (fork+exec takes ~1 ms; no thread hop)
-            [sys.executable, "-m", "corral._child", str(child_sock.fileno())],
-            pass_fds=(child_sock.fileno(), *pass_fds),
-            stdin=subprocess.DEVNULL,
-            stderr=stderr_write,
-            env=_child_env(),
-        )
+        popen: subprocess.Popen[bytes] | Forked | None = None
+        if forker is not None and not pass_fds:  # (descriptors passed keep their numbers)
+            popen = await forker.fork(child_sock.fileno(), stderr_write)
+        if popen is None:
+            popen = subprocess.Popen(  # noqa: ASYNC220  (fork+exec takes ~1 ms; no thread hop)
+                [sys.executable, "-m", "corral._child", str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(), *pass_fds),
+                stdin=subprocess.DEVNULL,
+                stderr=stderr_write,
+                env=child_env(),
+            )
     except BaseException:
         host_sock.close()
         os.close(stderr_read)
@@ -265,6 +262,8 @@ async def launch(
     finally:
         child_sock.close()
         os.close(stderr_write)
+    parent = popen.parent_pid if isinstance(popen, Forked) else os.getpid()
+    boot = Boot(name, cpu, tuple(sys.path), log_level, parent, max_frame_size, kind, target)
     child = ChildProcess(popen, name, stderr_read)
     logger.debug("started child %r (pid %d)", name, child.pid)
     task_group.start_soon(child.pump_stderr, name=f"corral-stderr:{name}")

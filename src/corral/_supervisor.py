@@ -14,9 +14,11 @@ from anyio.abc import TaskGroup
 
 from ._errors import HooksFailed, SupervisorNotRunning, WorkerFailed
 from ._eventloop import LoopHandle
+from ._forker import Forker
 from ._hooks import HookResults, Hooks
 from ._scheduler import IntervalWorker, Scheduler
 from ._service import ProxyStatistics, Service
+from ._spawn import child_env
 from ._specs import W, WorkerSpec
 from ._starting import WorkerStarter
 from ._threads import ThreadPool
@@ -99,6 +101,7 @@ class Supervisor(WorkerStarter):
         self._task_group: TaskGroup | None = None
         self._workers_gone: anyio.Event | None = None
         self._body: anyio.CancelScope | None = None
+        self._forker: Forker | None = None
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.name!r} {self._state} workers={len(self._workers)}>"
@@ -129,6 +132,7 @@ class Supervisor(WorkerStarter):
             await outer.__aexit__(None, None, None)
             raise
         self._outer = outer
+        self._forker = Forker(outer, child_env)  # its zygote starts with the first child
         self._task_group = workers
         self._scheduler = Scheduler(loop, workers)
         workers.start_soon(self._scheduler.serve, name="corral-scheduler")
@@ -176,6 +180,8 @@ class Supervisor(WorkerStarter):
             with anyio.CancelScope(shield=True):
                 self._task_group.cancel_scope.cancel()
                 await self._workers_gone.wait()
+                if self._forker is not None:
+                    await self._forker.aclose()
             for worker in workers:
                 worker._cancelled()  # only those the cancellation caught mid-run
             with anyio.CancelScope(shield=True):
@@ -271,6 +277,7 @@ class Supervisor(WorkerStarter):
     async def _adopt(self, service: Service, *, job: bool = False) -> None:
         runtime = self._running()
         self._children[service.name] = service
+        service.forker = self._forker
         if job:  # it starts in the background, and its end, crash or not, is the job's result
             runtime.task_group.start_soon(service.run, name=f"corral-child:{service.name}")
             return
