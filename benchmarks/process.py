@@ -34,8 +34,12 @@ suitkaise is installed into the running interpreter's environment with pip
 when it is missing. It forks its children (``multiprocessing``'s default
 start method on Linux up to Python 3.13) and rebuilds the process class in
 the child from what it serializes, so its classes need not be importable
-there; corral starts a fresh interpreter that imports corral (the classes
-here live in ``__main__`` and travel by value).
+there. corral, under a supervisor, forks its children from the supervisor's
+zygote (an interpreter that has imported corral) once that is ready: the
+first start spawns a fresh interpreter and starts the zygote beside it,
+which is why first starts are reported apart. ``corral.start`` without a
+supervisor always spawns a fresh interpreter (the classes here live in
+``__main__`` and travel by value).
 
     python benchmarks/process.py                  # both sections (~1 min)
     python benchmarks/process.py --quick          # fewer samples and pairs (~25 s)

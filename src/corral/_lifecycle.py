@@ -172,7 +172,7 @@ async def _section(obj: Process, name: str, method: Any, timer: Timer) -> Any:
     try:
         if limit is None:
             value = method()
-            if inspect.isawaitable(value):
+            if value is not None and inspect.isawaitable(value):  # (None: the usual, fast)
                 value = await value
             return value
         with anyio.move_on_after(limit):
