@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
+from collections import deque
 from typing import Any, Generic, TypeVar, final
 
 import anyio
 
 from ._answers import rebuild_failure
-from ._errors import CorralError, WorkerCrashed, WorkerStopped
-from ._process import SECTIONS, Process, configure
-from ._processchild import OUTCOME, PROGRESS, STOP, TELL, process_target, serve_process
-from ._proxy import receive_from
+from ._errors import CorralError, SerializationError, WorkerCrashed, WorkerStopped
+from ._messenger import Messenger
+from ._process import SECTIONS, Process, prepared
+from ._processchild import ACK, OUTCOME, PROGRESS, STOP, TELL, serve_process
 from ._service import Service
+from ._spawn import pickled_target
 from ._timing import Timer
+from ._wire import dumps_inband
 
 P = TypeVar("P", bound=Process)
 logger = logging.getLogger(__name__)
@@ -56,17 +60,25 @@ class Job(Generic[P]):
     (``self.listen()`` / ``self.tell()`` there).
     """
 
-    def __init__(self, service: Service, process: P) -> None:
+    def __init__(self, service: Service) -> None:
         self._service = service
-        self._process = process
+        self._initial = service._target  # the state it started from, pickled
         self._current_run = 0
         self._finished = False
         self._killed = False
-        self._outcome: tuple[Any, ...] | None = None
+        self._stop_requested = False
+        self._outcome: tuple[Any, ...] | None = None  # the last child's, as it arrived
+        self._resumed_from: tuple[Any, ...] | None = None  # one that had to go, retried
         self._value: Any = None
         self._error: BaseException | None = None
         self._timers = ProcessTimers()
+        self._told: deque[Any] = deque()  # what the process told, across its children
+        self._arrived = anyio.Event()
         service.relaunch = self._relaunch
+        service.on_connected = self._connected
+        service.on_finished = self._settle
+        service.handlers = {TELL: self._heard, PROGRESS: self._progress, OUTCOME: self._ended}
+        service.finish_start = True  # a close while it starts lets it start, then stops it
 
     def __repr__(self) -> str:
         state = "alive" if self.is_alive else "finished" if self._finished else "starting"
@@ -85,11 +97,6 @@ class Job(Generic[P]):
     @property
     def current_run(self) -> int:
         """The run under way (as last reported: every 50 ms at most), or the last run."""
-        messenger = self._service.messenger or self._service.last_messenger
-        if messenger is not None and not self._finished:
-            with contextlib.suppress(Exception):
-                while True:
-                    self._current_run = messenger.receive_nowait(PROGRESS)
         return self._current_run
 
     @property
@@ -97,37 +104,27 @@ class Job(Generic[P]):
         """Each section's durations (complete once the job has ended)."""
         return self._timers
 
-    async def wait(self) -> None:
-        """Wait until the process has ended (finished, failed or killed)."""
-        if not self._finished:
-            await self._service.wait_closed()
-            self._settle()
+    # -- what the child sends ------------------------------------------------------------
 
-    def _settle(self) -> None:
-        """Take the job's end from what its last child sent, once."""
-        if self._finished:  # (another waiter did)
-            return
-        self._finished = True
-        outcome = self._outcome or self._last_outcome()
-        if outcome is not None:
-            value, error, runs, timers, _resume, _target = outcome
-            self._value = value
-            self._error = rebuild_failure(error) if error is not None else None
-            self._current_run = runs
-            self._timers = ProcessTimers(timers)
-        elif not self._killed:  # the child died, or its start failed
-            self._error = self._service.error or WorkerCrashed(self.name, self._service.last_exit)
+    def _heard(self, messenger: Messenger, value: Any) -> None:
+        self._told.append(value)
+        self._wake()
 
-    def _last_outcome(self) -> tuple[Any, ...] | None:
-        """What the last child sent as it ended, if it did."""
-        messenger = self._service.last_messenger
-        if messenger is None:
-            return None
-        try:
-            outcome: tuple[Any, ...] = messenger.receive_nowait(OUTCOME)
-        except Exception:
-            return None
-        return outcome
+    def _progress(self, messenger: Messenger, current_run: int) -> None:
+        self._current_run = current_run
+
+    def _ended(self, messenger: Messenger, outcome: tuple[Any, ...]) -> None:
+        self._outcome = outcome
+        with contextlib.suppress(Exception):  # gone already: it needs no answer
+            messenger.send_nowait(None, channel=ACK)
+
+    def _connected(self, messenger: Messenger) -> None:
+        if self._stop_requested:  # asked before this child was there to hear it
+            self._send_stop(messenger)
+
+    def _wake(self) -> None:
+        self._arrived.set()
+        self._arrived = anyio.Event()
 
     def _relaunch(self) -> bytes | None:
         """After each child: what to start in its place, when its process goes on there.
@@ -135,10 +132,11 @@ class Job(Generic[P]):
         That is when a sync section overran its limit (its thread could not
         be stopped, so the child had to go) and lives remain.
         """
-        outcome = self._outcome = self._last_outcome()
+        outcome = self._outcome
         if outcome is None or outcome[4] is None:
             return None
         resume, target = outcome[4], outcome[5]
+        assert target is None or isinstance(target, bytes)
         logger.warning(
             "job %r: %s; the child was ended (its thread would not stop) and a new one "
             "retries run %d (lives left: %d)",
@@ -147,8 +145,43 @@ class Job(Generic[P]):
             resume.run,
             resume.lives,
         )
-        self._outcome = None
-        return target if target is not None else process_target(self._process, resume)
+        self._resumed_from, self._outcome = outcome, None
+        if target is None:  # its state would not pickle: from the state it started with
+            fn, args, kwargs = pickle.loads(self._initial)
+            target = pickled_target(fn, args, {**kwargs, "resume": resume})
+        return target
+
+    def _settle(self) -> None:
+        """Take in the job's end (once its last child has gone, for good)."""
+        if self._finished:
+            return
+        self._finished = True
+        service = self._service
+        outcome = self._outcome or self._resumed_from
+        if outcome is not None:
+            value, error, runs, timers, _resume, _target = outcome
+            self._value = value
+            self._error = rebuild_failure(error) if error is not None else None
+            self._current_run = runs
+            self._timers = ProcessTimers(timers)
+        elif self._killed:
+            pass  # no result: that is what kill() is for
+        elif service.closing:
+            self._error = WorkerStopped(
+                f"job {self.name!r} was closed (its block or supervisor ended) and did not "
+                "finish within the shutdown timeout; it has no result"
+            )
+        else:  # the child died, or would not start
+            self._error = service.error or WorkerCrashed(self.name, service.last_exit)
+        self._wake()
+
+    # -- the host's side -----------------------------------------------------------------
+
+    async def wait(self) -> None:
+        """Wait until the process has ended (finished, failed or killed)."""
+        if not self._finished:
+            await self._service.wait_closed()
+            self._settle()
 
     async def result(self) -> Any:
         """Wait for the end; its result, or the error that ended it (None if killed)."""
@@ -159,8 +192,14 @@ class Job(Generic[P]):
 
     def stop(self) -> None:
         """Finish the current run, then on_finish() and result(); returns at once."""
+        self._stop_requested = True
         messenger = self._service.messenger
-        if messenger is not None and not messenger.closed:
+        if messenger is not None:  # (else the child that connects next is told)
+            self._send_stop(messenger)
+
+    @staticmethod
+    def _send_stop(messenger: Messenger) -> None:
+        if not messenger.closed:
             with contextlib.suppress(Exception):  # ending already: nothing to stop
                 messenger.send_nowait(None, channel=STOP)
 
@@ -170,11 +209,20 @@ class Job(Generic[P]):
         self._service.kill()
 
     async def tell(self, value: Any) -> None:
-        """Send ``value`` to the process (``await self.listen()`` there)."""
+        """Send ``value`` to the process (``await self.listen()`` there).
+
+        Raises :class:`~corral.WorkerStopped` once it has ended.
+        """
+        ended = WorkerStopped(f"job {self.name!r} has ended; it hears nothing more")
         if self._finished:
-            raise WorkerStopped(f"job {self.name!r} has ended; it hears nothing more")
-        messenger = self._service.messenger or await self._service.connected()
-        await messenger.send(value, channel=TELL)
+            raise ended
+        try:
+            messenger = self._service.messenger or await self._service.connected()
+            await messenger.send(value, channel=TELL)
+        except SerializationError:
+            raise
+        except (CorralError, anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
+            raise ended from error
 
     async def listen(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109
         """The next value the process sent with ``self.tell(x)``.
@@ -183,10 +231,12 @@ class Job(Generic[P]):
         it sent has been read.
         """
         with anyio.move_on_after(timeout):
-            try:
-                return await receive_from(self._service, TELL)
-            except CorralError:  # it has ended (and how is result()'s to say)
-                return None
+            while not self._told:
+                if self._finished:
+                    return None
+                arrived = self._arrived
+                await arrived.wait()
+            return self._told.popleft()
         return None
 
 
@@ -196,16 +246,30 @@ def process_service(
     """The (not yet started) service that runs ``process`` in a child.
 
     ``config`` holds ``runs``/``join_in``/``lives``/``timeouts`` given at
-    start (``UNSET`` where not): they are set on ``process`` first.
+    start (``UNSET`` where not): they apply to this start only.
     """
-    if not isinstance(process, Process):
-        raise TypeError(f"start() takes an instance of a corral.Process subclass, got {process!r}")
-    if type(process).run is Process.run:
-        raise TypeError(f"{type(process).__qualname__} must define run(), the work of one run")
+    process = prepared(process, config)
     if options.get("restart") == "always":
         raise ValueError(
             "restart='always' would run the process again each time it ends: pass runs=None "
             "to run it until stopped, or restart='on-failure' to start it again after a crash"
         )
-    configure(process, **config)
-    return Service("function", serve_process, (), {"process": process}, name=name, **options)
+    try:
+        return Service("function", serve_process, (), {"process": process}, name=name, **options)
+    except SerializationError as error:
+        raise _blame_attribute(process, error) from error
+
+
+def _blame_attribute(process: Process, error: SerializationError) -> SerializationError:
+    """Name the attribute that will not pickle, when one is to blame."""
+    for name, value in getattr(process, "__dict__", {}).items():
+        try:
+            dumps_inband(value)
+        except Exception as problem:
+            return SerializationError(
+                f"{type(process).__qualname__} will not pickle to go to its child: its "
+                f"attribute {name!r} ({type(value).__qualname__}) will not ({problem}). Create "
+                "it in the child instead, in prerun() or run()",
+                argument=name,
+            )
+    return error

@@ -62,6 +62,8 @@ class Resume:
     lives: int  # the lives left
     elapsed: float  # seconds of join_in used
     timers: dict[str, Timer]
+    stop: bool = False  # stop() was called: the retry is the last run
+    unread: list[Any] = field(default_factory=list)  # what the host told, not yet read
 
 
 @dataclass
@@ -95,7 +97,7 @@ async def run_cycle(obj: Process, link: Link, resume: Resume | None = None) -> O
         resume = Resume(run=1, lives=obj.lives, elapsed=0.0, timers=timers)
     timers = resume.timers
     outcome = Outcome(timers=timers)
-    obj._corral_channel, obj._corral_stop = link, False
+    obj._corral_channel, obj._corral_stop = link, resume.stop
     hooks = {name: _hook(obj, name) for name in SECTIONS}
     started = anyio.current_time() - resume.elapsed
     lives = resume.lives
@@ -108,23 +110,24 @@ async def run_cycle(obj: Process, link: Link, resume: Resume | None = None) -> O
             run += 1
             obj.current_run = outcome.runs = run
             link.progress(run)
-            while True:
-                began = perf_counter()
+            while True:  # the run, and its retries
                 try:
-                    for name in ("prerun", "run", "postrun"):
-                        if hooks[name] is not None:
-                            await _section(obj, name, hooks[name], timers[name])
+                    await _attempt(obj, hooks, timers)
                 except ProcessError as error:
                     lives -= 1
                     if lives <= 0:
                         raise
                     if isinstance(error.__cause__, Abandoned):
                         elapsed = anyio.current_time() - started
-                        outcome.resume = Resume(run, lives, elapsed, timers)
+                        outcome.resume = Resume(run, lives, elapsed, timers, obj._corral_stop)
                         raise
+                    await anyio.lowlevel.checkpoint()  # stop() and tell() get through
+                    last_turn = perf_counter()
+                    if _stopped(obj):  # a stop ends the retries too
+                        logger.info("%s: %s; stopped, not retried", _name(obj), error)
+                        break
                     logger.info("%s: %s; retrying (lives left: %d)", _name(obj), error, lives)
                     continue
-                timers["process"].record(perf_counter() - began)
                 break
             if perf_counter() - last_turn > YIELD_EVERY:  # stop() and tell() get through
                 await anyio.lowlevel.checkpoint()
@@ -138,6 +141,15 @@ async def run_cycle(obj: Process, link: Link, resume: Resume | None = None) -> O
         if outcome.resume is None and hooks["on_error"] is not None:
             await _handle(obj, error, hooks["on_error"], outcome)
     return outcome
+
+
+async def _attempt(obj: Process, hooks: dict[str, Any], timers: dict[str, Timer]) -> None:
+    """prerun(), run() and postrun(), once; the three timed together as ``process``."""
+    began = perf_counter()
+    for name in ("prerun", "run", "postrun"):
+        if hooks[name] is not None:
+            await _section(obj, name, hooks[name], timers[name])
+    timers["process"].record(perf_counter() - began)
 
 
 async def _handle(obj: Process, error: ProcessError, on_error: Any, outcome: Outcome) -> None:
@@ -175,12 +187,18 @@ async def _section(obj: Process, name: str, method: Any, timer: Timer) -> Any:
             if value is not None and inspect.isawaitable(value):  # (None: the usual, fast)
                 value = await value
             return value
+        in_thread = False
         with anyio.move_on_after(limit):
             if inspect.iscoroutinefunction(method):
                 return await method()
-            return await anyio.to_thread.run_sync(method, abandon_on_cancel=True)
+            in_thread = True
+            value = await anyio.to_thread.run_sync(method, abandon_on_cancel=True)
+            in_thread = False
+            if inspect.isawaitable(value):  # an async def behind a plain decorator
+                value = await value
+            return value
         error = ProcessTimeout(name, limit, obj.current_run)
-        if not inspect.iscoroutinefunction(method):  # its thread is still running it
+        if in_thread:  # its thread is still running it
             error.__cause__ = Abandoned(name)
         raise error
     except ProcessError:
@@ -189,6 +207,11 @@ async def _section(obj: Process, name: str, method: Any, timer: Timer) -> Any:
         raise _ERRORS[name](obj.current_run, error) from error
     finally:
         timer.record(perf_counter() - began)
+
+
+def _stopped(obj: Process) -> bool:
+    """Whether stop() was called (a function: type checkers cannot see it change)."""
+    return obj._corral_stop
 
 
 def _name(obj: Process) -> str:

@@ -7,13 +7,17 @@ runs; the host's handle is ``_job.Job``.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, fields
+from types import SimpleNamespace
 from typing import Any, Final, TypeVar, final
 
 __all__ = ["Process", "Timeouts"]
 
 SECTIONS: Final = ("prerun", "run", "postrun", "on_finish", "result", "on_error")
+OPTIONS: Final = ("runs", "join_in", "lives", "timeouts")
+RESERVED: Final = (*SECTIONS, "stop", "tell", "listen")  # methods an instance must not hide
 UNSET: Final = object()
 T = TypeVar("T")
 
@@ -67,11 +71,31 @@ class _Configurable(type):
 
 
 def configure(obj: Any, **given: Any) -> None:
-    """Set the options given (those not left as ``UNSET``) on ``obj``, then check them all."""
+    """Set the options given (those not left as ``UNSET``) on ``obj``, once all are checked."""
+    given = {name: value for name, value in given.items() if value is not UNSET}
+    check_config(SimpleNamespace(**{name: getattr(obj, name) for name in OPTIONS} | given))
     for name, value in given.items():
-        if value is not UNSET:
-            setattr(obj, name, value)
-    check_config(obj)
+        setattr(obj, name, value)
+
+
+def prepared(process: Any, config: dict[str, Any]) -> Process:
+    """``process`` checked, with the start's options (on a copy: the caller's stays as it is)."""
+    if not isinstance(process, Process):
+        raise TypeError(f"start() takes an instance of a corral.Process subclass, got {process!r}")
+    cls = type(process).__qualname__
+    if type(process).run is Process.run:
+        raise TypeError(f"{cls} must define run(), the work of one run")
+    hidden = [name for name in RESERVED if name in getattr(process, "__dict__", {})]
+    if hidden:
+        raise TypeError(
+            f"{cls}: the attribute {hidden[0]!r} set on the instance hides the method "
+            f"{hidden[0]}() the process needs; give the attribute another name"
+        )
+    if any(value is not UNSET for value in config.values()):
+        process = copy.copy(process)
+    configure(process, **config)
+    checked: Process = process
+    return checked
 
 
 def check_config(obj: Any) -> None:

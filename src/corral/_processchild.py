@@ -1,21 +1,25 @@
 """A :class:`~corral.Process` in its own child: the child's half of a job.
 
 Started as an ``open_worker`` function (``serve_process``): it runs the
-cycle, sends the outcome, and returns, which ends the child. Messages on
-three channels: TELL both ways, PROGRESS (the current run, at most every
-50 ms) and STOP from the host; the OUTCOME last.
+cycle, sends the outcome, and returns once the host has acknowledged it,
+which ends the child. Messages: TELL both ways, PROGRESS (the current run,
+at most every 50 ms) and STOP from the host; the OUTCOME last, and the
+host's ACK of it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-import time
+import threading
+from collections import deque
 from typing import Any, Final
 
 import anyio
 
 from ._answers import failure_payload
+from ._errors import CloseRequested, ResultError, SerializationError
 from ._lifecycle import Outcome, Resume, run_cycle
 from ._messenger import Messenger
 from ._process import Process
@@ -25,6 +29,7 @@ TELL: Final = "__corral_tell__"
 PROGRESS: Final = "__corral_progress__"
 STOP: Final = "__corral_stop__"
 OUTCOME: Final = "__corral_outcome__"
+ACK: Final = "__corral_ack__"  # the host has the outcome
 CONTROL: Final = "__corral_control__"  # where a close request surfaces
 _PROGRESS_EVERY: Final = 0.05
 
@@ -34,23 +39,54 @@ logger = logging.getLogger(__name__)
 class ChildLink:
     """The lifecycle's link to the host, over the child's messenger."""
 
-    def __init__(self, messenger: Messenger) -> None:
+    def __init__(self, messenger: Messenger, unread: list[Any]) -> None:
         self._messenger = messenger
-        self._reported = 0.0
+        self._unread = deque(unread)  # told to a child that had to go, not yet read
+        self._loop_thread = threading.get_ident()
+        self._call_soon = asyncio.get_running_loop().call_soon_threadsafe
+        self.current_run = 0
 
     def tell(self, value: Any) -> None:
-        self._messenger.send_nowait(value, channel=TELL)
+        if threading.get_ident() == self._loop_thread:
+            self._messenger.send_nowait(value, channel=TELL)
+        else:  # from a sync section run in a thread (one with a time limit)
+            self._call_soon(self._tell_later, value)
+
+    def _tell_later(self, value: Any) -> None:
+        try:
+            self._messenger.send_nowait(value, channel=TELL)
+        except Exception:
+            logger.exception("a value told from a thread could not be sent")
 
     async def listen(self, timeout: float | None) -> Any:  # noqa: ASYNC109
+        if self._unread:
+            return self._unread.popleft()
         with anyio.move_on_after(timeout):
-            return await self._messenger.receive(TELL)
+            try:
+                return await self._messenger.receive(TELL)
+            except CloseRequested:  # the host is closing: it tells nothing more
+                return None
         return None
 
     def progress(self, current_run: int) -> None:
-        now = time.monotonic()
-        if now - self._reported >= _PROGRESS_EVERY:
-            self._reported = now
-            self._messenger.send_nowait(current_run, channel=PROGRESS)
+        self.current_run = current_run  # (sent by report_progress)
+
+    async def report_progress(self) -> None:
+        """Send the current run when it has changed, at most every 50 ms (a task)."""
+        reported = 0
+        while True:
+            await anyio.sleep(_PROGRESS_EVERY)
+            if self.current_run != reported:
+                reported = self.current_run
+                self._messenger.send_nowait(reported, channel=PROGRESS)
+
+    def unread(self) -> list[Any]:
+        """What the host told and the process has not read (for a retry in a new child)."""
+        values = list(self._unread)
+        with contextlib.suppress(Exception):  # anyio.WouldBlock: no more
+            while True:
+                values.append(self._messenger.receive_nowait(TELL))
+        return values
 
 
 async def serve_process(
@@ -60,18 +96,36 @@ async def serve_process(
 
     A close request from the host (its block or supervisor ending) is a
     ``stop()``: the current run finishes, then on_finish() and result().
+    Then it waits for the host to acknowledge the outcome: a child that went
+    at once could have it lost (a write of the host's to a child gone ends
+    the host's reading too).
     """
-    messenger.handle_messages(STOP, lambda _: process.stop())
+
+    def stop(_: object = None) -> None:
+        process._corral_stop = True  # (not process.stop(): a subclass may have its own)
+
+    messenger.handle_messages(STOP, stop)
+    link = ChildLink(messenger, resume.unread if resume is not None else [])
     async with anyio.create_task_group() as tasks:
 
         async def stop_on_close() -> None:
             with contextlib.suppress(Exception):  # CloseRequested, or the host went away
                 await messenger.receive(CONTROL)
-            process.stop()
+            stop()
 
         tasks.start_soon(stop_on_close)
-        outcome = await run_cycle(process, ChildLink(messenger), resume)
-        messenger.send_nowait(encode(outcome, process), channel=OUTCOME)
+        tasks.start_soon(link.report_progress)
+        outcome = await run_cycle(process, link, resume)
+        if outcome.resume is not None:
+            outcome.resume.unread = link.unread()
+        try:
+            messenger.send_nowait(encode(outcome, process), channel=OUTCOME)
+        except SerializationError as error:  # what result() returned will not pickle
+            outcome.value, outcome.error = None, ResultError(outcome.runs, error)
+            messenger.send_nowait(encode(outcome, process), channel=OUTCOME)
+        if not outcome.abandoned:  # (else a thread of ours runs on: go at once)
+            with contextlib.suppress(Exception):  # CloseRequested, or the host went away
+                await messenger.receive(ACK)
         tasks.cancel_scope.cancel()
 
 

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Literal, final, get_args
 
@@ -106,7 +106,7 @@ class Service:
         self._max_frame_size = max_frame_size
         self.on_failure = on_failure
         self._pass_fds = pass_fds
-        self._on_finished = on_finished  # once the last child has gone, for good
+        self.on_finished = on_finished  # once the last child has gone, for good
         self.state: ServiceState = "starting"
         self.members: dict[str, Member] = {}
         self.messenger: Messenger | None = None
@@ -124,8 +124,16 @@ class Service:
         self._pause: anyio.CancelScope | None = None
         self._launching: anyio.CancelScope | None = None
         self.last_messenger: Messenger | None = None
-        # after each child: what to start at once in its place, if anything (see Job)
+        # For a job (see Job): after each child, what to start at once in its
+        # place, if anything (that once: a restart by policy starts the target);
+        # what to do with a new connection, and with messages on some channels;
+        # and whether a close lets a start under way finish (then closes it).
         self.relaunch: Callable[[], bytes | None] | None = None
+        self._relaunch_target: bytes | None = None
+        self.on_connected: Callable[[Messenger], None] | None = None
+        self.handlers: dict[Hashable, Callable[[Messenger, Any], None]] = {}
+        self.finish_start = False
+        self.kill_requested = False
         self.forker: Forker | None = None  # a supervisor's zygote to fork children from
 
     def __repr__(self) -> str:
@@ -152,8 +160,8 @@ class Service:
                 self.messenger = None
             if self.state not in ("failed",):
                 self.state = "closed"
-            if self._on_finished is not None:
-                self._on_finished()
+            if self.on_finished is not None:
+                self.on_finished()
             self._finished.set()
             self._notify()
 
@@ -166,7 +174,7 @@ class Service:
                 return
             target = self.relaunch() if self.relaunch is not None else None
             if target is not None:  # not a restart by policy: counted, but not against it
-                self._target = target
+                self._relaunch_target = target
                 self.restarts += 1
                 self.state = "restarting"
                 continue
@@ -214,11 +222,12 @@ class Service:
             try:
                 with anyio.CancelScope() as launching:
                     self._launching = launching
-                    if self._closing:  # closed before this (re)start began
-                        launching.cancel()
+                    if self._closing and (self.kill_requested or not self.finish_start):
+                        launching.cancel()  # closed before this (re)start began
+                    target, self._relaunch_target = self._relaunch_target or self._target, None
                     launched = await launch(
                         self.kind,
-                        self._target,
+                        target,
                         name=self.name,
                         cpu=self.cpu,
                         task_group=tasks,
@@ -227,6 +236,7 @@ class Service:
                         max_frame_size=self._max_frame_size,
                         pass_fds=self._pass_fds,
                         forker=self.forker,
+                        handlers=self.handlers,
                     )
             except Exception as error:
                 failure = error
@@ -238,8 +248,10 @@ class Service:
             elif failure is None:
                 child, messenger, members = launched
                 started = True
-                if self._closing:  # aclose() or kill() came while it started: it served nothing
-                    child.kill()
+                if self._closing and (self.kill_requested or not self.finish_start):
+                    child.kill()  # aclose() or kill() came while it started: it served nothing
+                elif self._closing:  # a job's start finished: now it may close (stop)
+                    messenger.request_close_nowait()
                 self.child, self.messenger = child, messenger
                 self.last_messenger = messenger
                 self.members = dict(members or {})
@@ -248,6 +260,8 @@ class Service:
                 if isinstance(early, EarlyLoss) and early.lost:  # ended as it became ready
                     self._lost(child, early.error)
                 self.state = "closing" if self._closing else "running"
+                if self.on_connected is not None:
+                    self.on_connected(messenger)
                 self._notify()
                 if task_status is not None:
                     task_status.started()
@@ -359,7 +373,7 @@ class Service:
         """Ask the child to close; kill it if it has not exited within ``grace`` seconds."""
         if not self._closing:
             self._closing = True
-            self._stop_starting()
+            self._stop_starting(launch=not self.finish_start)
             if self.state == "running":
                 self.state = "closing"
             messenger = self.messenger
@@ -379,14 +393,14 @@ class Service:
 
     def kill(self) -> None:
         """Kill the child now (no restart; calls in flight raise WorkerCrashed)."""
-        self._closing = True
+        self._closing = self.kill_requested = True
         self._stop_starting()
         if self.child is not None:
             self.child.kill()
 
-    def _stop_starting(self) -> None:
-        """End a restart pause, or a launch under way (that child is killed)."""
-        for scope in (self._pause, self._launching):
+    def _stop_starting(self, *, launch: bool = True) -> None:
+        """End a restart pause, and a launch under way (that child is killed)."""
+        for scope in (self._pause, self._launching if launch else None):
             if scope is not None:
                 scope.cancel()
 

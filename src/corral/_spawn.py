@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, final
 
@@ -229,12 +229,14 @@ async def launch(
     max_frame_size: int = DEFAULT_MAX_FRAME,
     pass_fds: tuple[int, ...] = (),
     forker: Forker | None = None,
+    handlers: Mapping[Hashable, Callable[[Messenger, Any], None]] | None = None,
 ) -> tuple[ChildProcess, Messenger, Any]:
     """Start a child running ``target`` and wait until it is ready.
 
     ``target`` is :func:`pickled_target`'s bytes. The child is forked from
     ``forker``'s zygote when there is one (and no ``pass_fds``), else
-    spawned. Returns the child, the
+    spawned. ``handlers`` take the messages on their channels from the start
+    (given the messenger and the value). Returns the child, the
     host's messenger to it and what the child sent back when ready. Raises
     :class:`~corral.StartupError` (the child is gone by then) when it fails
     to start.
@@ -270,6 +272,8 @@ async def launch(
     messenger = Messenger(name=name, max_frame_size=max_frame_size)
     messenger.handle_messages(LOGS, functools.partial(relog, name))
     messenger.handle_messages(FAILURE_CHANNEL, child.report)
+    for channel, handler in (handlers or {}).items():
+        messenger.handle_messages(channel, functools.partial(handler, messenger))
     messenger.on_lost = EarlyLoss(messenger)
     try:
         messenger.attach(

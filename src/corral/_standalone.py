@@ -174,8 +174,9 @@ async def start(
         startup_timeout=startup_timeout,
         log_level=log_level,
     )
+    job: Job[P] = Job(service)  # (before its child can send anything)
     async with _running(service, shutdown_timeout, wait=False):
-        yield Job(service, process)
+        yield job
 
 
 @contextlib.asynccontextmanager

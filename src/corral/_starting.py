@@ -190,8 +190,9 @@ class WorkerStarter(abc.ABC):
             startup_timeout=startup_timeout,
             log_level=log_level,
         )
+        job: Job[P] = Job(service)  # (before its child can send anything)
         await self._adopt(service, job=True)
-        return Job(service, process)
+        return job
 
     def start_worker(self, spec: WorkerSpec[W], /, *args: Any, **overrides: Any) -> W:
         """Start the worker a spec describes; returns its handle.
