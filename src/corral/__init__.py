@@ -34,6 +34,7 @@ from ._hooks import HookResults as HookResults
 from ._hooks import Hooks as Hooks
 from ._job import Job as Job
 from ._job import ProcessTimers as ProcessTimers
+from ._lifetime import ProxyStatistics as ProxyStatistics
 from ._loophost import ControlLoopProxy as ControlLoopProxy
 from ._loopstats import ControlLoopStatistics as ControlLoopStatistics
 from ._loopstats import Percentiles as Percentiles
@@ -44,7 +45,6 @@ from ._proxy import Proxy as Proxy
 from ._proxy import RemoteAttribute as RemoteAttribute
 from ._run import run as run
 from ._scheduler import IntervalWorker as IntervalWorker
-from ._service import ProxyStatistics as ProxyStatistics
 from ._serving import messenger as messenger
 from ._serving import threaded as threaded
 from ._specs import WorkerSpec as WorkerSpec

@@ -20,11 +20,12 @@ import anyio
 import anyio.lowlevel
 
 from ._control import DEFAULT_HISTORY, ControlLoop, LoopOptions, Overrun
+from ._lifetime import RestartPolicy
 from ._loopchild import serve_loop
 from ._loopstats import ControlLoopStatistics, summarize_copy
 from ._proxy import OWN_NAMES, ProxyBase
 from ._region import HEADER, Region, W
-from ._service import RestartPolicy, Service
+from ._service import Service
 from ._serving import Member, describe
 from ._slots import SlotSpec, SlotWriter, Value
 from ._threads import run_in_own_thread

@@ -16,7 +16,8 @@ import anyio
 
 from ._answers import Messages, ReplyStream
 from ._errors import SerializationError, WorkerStopped
-from ._service import ProxyStatistics, Service
+from ._lifetime import ProxyStatistics
+from ._service import Service
 from ._serving import CALLS, NOWAIT, Member, Op
 from ._wire import BINARY, dumps, wrap_large
 

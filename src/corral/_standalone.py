@@ -14,11 +14,12 @@ import anyio
 
 from ._control import ControlLoop
 from ._job import Job, process_service
+from ._lifetime import RestartPolicy
 from ._loophost import ControlLoopProxy, LoopKeywords, open_loop
 from ._messenger import Messenger
 from ._process import UNSET, Process, Timeouts
 from ._proxy import Proxy
-from ._service import RestartPolicy, Service
+from ._service import Service
 from ._worker import is_async_callable
 
 T = TypeVar("T")

@@ -15,11 +15,12 @@ from typing import Any, Literal, TypeVar, Unpack, overload
 
 from ._control import ControlLoop
 from ._job import Job, process_service
+from ._lifetime import RestartPolicy
 from ._loophost import ControlLoopProxy, LoopKeywords, open_loop
 from ._process import UNSET, Process, Timeouts
 from ._proxy import Proxy
 from ._scheduler import IntervalWorker
-from ._service import RestartPolicy, Service
+from ._service import Service
 from ._specs import ErrorHandler, Fn, W, WorkerKind, WorkerSpec
 from ._workers import EventWorker, LoopWorker, QueueWorker
 

@@ -16,8 +16,9 @@ from ._errors import HooksFailed, SupervisorNotRunning, WorkerFailed
 from ._eventloop import LoopHandle
 from ._forker import Forker
 from ._hooks import HookResults, Hooks
+from ._lifetime import ProxyStatistics
 from ._scheduler import IntervalWorker, Scheduler
-from ._service import ProxyStatistics, Service
+from ._service import Service
 from ._spawn import child_env
 from ._specs import W, WorkerSpec
 from ._starting import WorkerStarter
