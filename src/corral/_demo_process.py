@@ -12,8 +12,8 @@ from . import Job, Process, catchtime
 class Archiver(Process):
     """Packs each batch of readings the host tells it; one batch per run.
 
-    The archive volume is busy once (run 10 raises): ``lives`` retries that
-    run with the batch kept. ``stop()`` ends the cycle; ``on_finish()``
+    The archive volume is busy once (the run with the fifth batch raises):
+    ``lives`` retries that run with the batch kept. ``stop()`` ends the cycle; ``on_finish()``
     closes the archive and ``result()`` reports.
     """
 
@@ -29,7 +29,7 @@ class Archiver(Process):
             self.pending = await self.listen(timeout=0.25)
             if self.pending is None:  # no batch yet: the run ends, stop() gets a look in
                 return
-        if self.current_run == 10 and not self.retried:
+        if self.batches == 4 and not self.retried:  # the fifth batch
             self.retried += 1
             raise OSError("archive volume busy (simulated): the run is retried")
         self._pack(self.pending)
