@@ -1,11 +1,14 @@
-"""The packages benchmarks measure corral against, installed with pip when missing."""
+"""What benchmarks measure: the peers (installed with pip when missing), and corral itself."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import subprocess
 import sys
+
+import corral
 
 PIP_TIMEOUT = 300.0  # seconds an install may take
 
@@ -44,3 +47,24 @@ def ensure(package: str, module: str | None = None) -> str | None:
     if importlib.util.find_spec(module) is None:
         return f"{package} was installed, but {module} does not import"
     return None
+
+
+def corral_source() -> str:
+    """Where corral was imported from, with its git commit when that is a checkout."""
+    where = os.path.dirname(os.path.abspath(corral.__file__))
+    try:
+        commit = subprocess.run(
+            ["git", "-C", where, "log", "-1", "--format=%h"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", where, "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return where
+    return f"{where} (commit {commit}{', with uncommitted changes' if dirty else ''})"

@@ -68,7 +68,7 @@ from typing import Any
 import psutil
 
 import corral
-from _peers import ensure
+from _peers import corral_source, ensure
 from _stats import percentile
 
 ANSWER = 42  # what the trivial processes' result() returns
@@ -417,27 +417,6 @@ def kill_group(pgid: int) -> list[str]:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
     return left
-
-
-def corral_source() -> str:
-    """Where corral was imported from, with its git commit when that is a checkout."""
-    where = os.path.dirname(os.path.abspath(corral.__file__))
-    try:
-        commit = subprocess.run(
-            ["git", "-C", where, "log", "-1", "--format=%h"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", where, "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return where
-    return f"{where} (commit {commit}{', with uncommitted changes' if dirty else ''})"
 
 
 def version(package: str) -> str:

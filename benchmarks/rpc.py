@@ -56,6 +56,7 @@ import anyio.to_process
 import psutil
 
 import corral
+from _peers import corral_source, ensure
 from _stats import percentile
 
 T = TypeVar("T")
@@ -580,51 +581,6 @@ def measure(variant: str, loop: str, params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def ensure_aiomultiprocess() -> str | None:
-    """Install aiomultiprocess into this interpreter if missing; a note when that fails."""
-    if importlib.util.find_spec("aiomultiprocess") is not None:
-        return None
-    print("  installing aiomultiprocess (peer e) ...", file=sys.stderr, flush=True)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "aiomultiprocess"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"(e) aiomultiprocess skipped: pip install failed ({error})"
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-        return f"(e) aiomultiprocess skipped: pip install failed ({' '.join(tail)})"
-    importlib.invalidate_caches()
-    if importlib.util.find_spec("aiomultiprocess") is None:
-        return "(e) aiomultiprocess skipped: installed, but it does not import"
-    return None
-
-
-def corral_source() -> str:
-    """Where corral was imported from, with its git commit when that is a checkout."""
-    where = os.path.dirname(os.path.abspath(corral.__file__))
-    try:
-        commit = subprocess.run(
-            ["git", "-C", where, "log", "-1", "--format=%h"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", where, "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return where
-    return f"{where} (commit {commit}{', with uncommitted changes' if dirty else ''})"
-
-
 def table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
 
@@ -1015,7 +971,8 @@ def main() -> None:
     rep = Report()
     aiomp = False
     if "rt" in sections:
-        note = ensure_aiomultiprocess()
+        note = ensure("aiomultiprocess")
+        note = note and f"(e) aiomultiprocess skipped: {note}"
         aiomp = note is None
         if note:
             rep.notes.append(note)
