@@ -240,24 +240,25 @@ class Job(Generic[P]):
         return None
 
 
-def process_service(
-    process: Process, *, name: str, config: dict[str, Any], **options: Any
-) -> Service:
-    """The (not yet started) service that runs ``process`` in a child.
+def new_job(process: P, *, name: str, config: dict[str, Any], **options: Any) -> Job[P]:
+    """A job for ``process``, whose service (``job._service``) is still to be run.
 
     ``config`` holds ``runs``/``join_in``/``lives``/``timeouts`` given at
     start (``UNSET`` where not): they apply to this start only.
     """
-    process = prepared(process, config)
+    checked = prepared(process, config)
     if options.get("restart") == "always":
         raise ValueError(
             "restart='always' would run the process again each time it ends: pass runs=None "
             "to run it until stopped, or restart='on-failure' to start it again after a crash"
         )
     try:
-        return Service("function", serve_process, (), {"process": process}, name=name, **options)
+        service = Service(
+            "function", serve_process, (), {"process": checked}, name=name, **options
+        )
     except SerializationError as error:
-        raise _blame_attribute(process, error) from error
+        raise _blame_attribute(checked, error) from error
+    return Job(service)  # (before the service runs: its handlers must be there from the start)
 
 
 def _blame_attribute(process: Process, error: SerializationError) -> SerializationError:

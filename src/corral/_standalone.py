@@ -13,7 +13,7 @@ from typing import Any, TypeVar, Unpack
 import anyio
 
 from ._control import ControlLoop
-from ._job import Job, process_service
+from ._job import Job, new_job
 from ._lifetime import RestartPolicy
 from ._loophost import ControlLoopProxy, LoopKeywords, open_loop
 from ._messenger import Messenger
@@ -167,7 +167,7 @@ async def start(
     running (its current run finishes, then on_finish() and result()),
     killing it after ``shutdown_timeout``.
     """
-    service = process_service(
+    job = new_job(
         process,
         config={"runs": runs, "join_in": join_in, "lives": lives, "timeouts": timeouts},
         name=name or _qualname(type(process)),
@@ -175,8 +175,7 @@ async def start(
         startup_timeout=startup_timeout,
         log_level=log_level,
     )
-    job: Job[P] = Job(service)  # (before its child can send anything)
-    async with _running(service, shutdown_timeout, wait=False):
+    async with _running(job._service, shutdown_timeout, wait=False):
         yield job
 
 

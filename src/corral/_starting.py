@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar, Unpack, overload
 
 from ._control import ControlLoop
-from ._job import Job, process_service
+from ._job import Job, new_job
 from ._lifetime import RestartPolicy
 from ._loophost import ControlLoopProxy, LoopKeywords, open_loop
 from ._process import UNSET, Process, Timeouts
@@ -180,7 +180,7 @@ class WorkerStarter(abc.ABC):
         ``shutdown_timeout``.
         """
         self._check_running()
-        service = process_service(
+        job = new_job(
             process,
             config={"runs": runs, "join_in": join_in, "lives": lives, "timeouts": timeouts},
             name=self._unique_name(name, type(process)),
@@ -191,8 +191,7 @@ class WorkerStarter(abc.ABC):
             startup_timeout=startup_timeout,
             log_level=log_level,
         )
-        job: Job[P] = Job(service)  # (before its child can send anything)
-        await self._adopt(service, job=True)
+        await self._adopt(job._service, job=True)
         return job
 
     def start_worker(self, spec: WorkerSpec[W], /, *args: Any, **overrides: Any) -> W:
