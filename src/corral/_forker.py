@@ -29,33 +29,70 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE: Final = 1 << 20
 START_TIMEOUT: Final = 30.0
+FORK_TIMEOUT: Final = 10.0  # a zygote that takes longer to answer has stopped answering
+REPORT_GRACE: Final = 1.0  # ... and one that has not reported a child's exit by then
 CLOSE_GRACE: Final = 2.0
+
+
+class ForkLost(Exception):
+    """A fork was asked for and the zygote never said how it went: start on fresh pipes."""
 
 
 class Forked:
     """A child forked by the zygote: the part of ``subprocess.Popen`` that corral uses.
 
-    Its exit status comes from the zygote, which reaps it.
+    Its exit status comes from the zygote, which reaps it; a pidfd of its own
+    signals it (no pid reuse) and sees it exit, should the zygote stop
+    answering.
     """
 
-    def __init__(self, pid: int, parent_pid: int) -> None:
+    def __init__(self, pid: int, forker: Forker) -> None:
         self.pid = pid
-        self.parent_pid = parent_pid
+        self.parent_pid = forker.pid
         self.returncode: int | None = None
+        self._forker = forker
         self._exited = anyio.Event()
+        try:
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except (OSError, AttributeError):  # gone already (the zygote tells), or no pidfd
+            self._pidfd = None
 
     def send_signal(self, signum: int) -> None:
-        if self.returncode is None:
+        if self.returncode is not None:
+            return
+        if self._pidfd is not None:
+            signal.pidfd_send_signal(self._pidfd, signum)
+        else:
             os.kill(self.pid, signum)
 
     def exited(self, returncode: int) -> None:
-        self.returncode = returncode
-        self._exited.set()
+        if self.returncode is None:
+            self.returncode = returncode
+            self._exited.set()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     async def wait_async(self) -> int:
-        await self._exited.wait()
+        if self.returncode is None:
+            async with anyio.create_task_group() as tasks:
+                if self._pidfd is not None:
+                    tasks.start_soon(self._watch, os.dup(self._pidfd))
+                await self._exited.wait()
+                tasks.cancel_scope.cancel()
         assert self.returncode is not None
         return self.returncode
+
+    async def _watch(self, pidfd: int) -> None:
+        """Should the zygote not report the exit the pidfd sees, it has stopped answering."""
+        try:
+            await anyio.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        with anyio.move_on_after(REPORT_GRACE):
+            await self._exited.wait()
+            return
+        self._forker.unresponsive(f"it did not report the exit of its child {self.pid}")
 
 
 class Forker:
@@ -73,50 +110,81 @@ class Forker:
         self._closed = False
         self._pid = 0
         self._tokens = itertools.count()
-        self._pending: dict[int, tuple[anyio.Event, list[Any]]] = {}
+        self._pending: dict[int, tuple[anyio.Event, list[Any]]] = {}  # fork requests
         self._children: dict[int, Forked] = {}
         self._sending = anyio.Lock()
 
-    async def fork(self, channel: int, stderr: int) -> Forked | None:
+    @property
+    def pid(self) -> int:
+        """The zygote's pid (0 before it is ready)."""
+        return self._pid
+
+    async def fork(
+        self, channel: int, stderr: int, answer_within: float = FORK_TIMEOUT
+    ) -> Forked | None:
         """Fork a child of the zygote running ``corral._child`` on ``channel``.
 
         ``stderr`` becomes its fd 2; its fd 1 is ours; it gets our working
-        directory and a spawned child's environment. None when there is no
-        zygote ready to fork from: spawn instead.
+        directory, umask, CPU affinity and a spawned child's environment.
+        None when nothing was forked (no zygote ready, a request it could not
+        take): spawn instead. Raises :class:`ForkLost` when the zygote never
+        answered (it may have forked a child that holds ``channel``).
         """
         if not self._available():
             return None
         assert self._sock is not None
         token = next(self._tokens)
         done, answer = self._pending[token] = (anyio.Event(), [])
-        stdout = 1 if _is_open(1) else os.open(os.devnull, os.O_WRONLY)
         try:
-            request = pickle.dumps(("fork", token, os.getcwd(), self._environment()))
-            if len(request) > MAX_MESSAGE:
-                raise OSError("the environment is too large to send to the zygote")
-            async with self._sending:  # (one task at a time may wait for room)
-                while True:
-                    try:
-                        socket.send_fds(self._sock, [request], [channel, stdout, stderr])
-                        break
-                    except BlockingIOError:
-                        await anyio.wait_writable(self._sock)
-        except OSError as error:
-            del self._pending[token]
-            self._give_up(f"a fork request could not be sent ({error})")
-            return None
+            if not await self._send(token, channel, stderr):
+                return None
+            limit = min(answer_within, FORK_TIMEOUT)
+            with anyio.move_on_after(limit):
+                await done.wait()
+            if not done.is_set():
+                self.unresponsive(f"it did not answer a fork request within {limit:g}s")
         finally:
-            if stdout != 1:
-                os.close(stdout)
-        await done.wait()
-        if not answer:  # the zygote died before it answered
-            return None
+            self._pending.pop(token, None)
+        if not answer:  # it died, or hung, before it answered
+            raise ForkLost
         kind, value = answer
         if kind == "failed":
             logger.warning("the zygote could not fork (%s); spawning instead", value)
             return None
-        child = self._children[value] = Forked(value, self._pid)
+        child = self._children[value] = Forked(value, self)
         return child
+
+    async def _send(self, token: int, channel: int, stderr: int) -> bool:
+        """Send a fork request; False when it was not sent (nothing was forked)."""
+        assert self._sock is not None
+        try:
+            request = pickle.dumps(
+                ("fork", token, os.getcwd(), self._environment(), _umask(), _affinity())
+            )
+        except OSError as error:  # our working directory is gone
+            logger.debug("no fork request (%s): spawning instead", error)
+            return False
+        stdout = 1 if _is_open(1) else os.open(os.devnull, os.O_WRONLY)
+        try:
+            async with self._sending:  # (one task at a time may wait for room)
+                while True:
+                    try:
+                        socket.send_fds(self._sock, [request], [channel, stdout, stderr])
+                        return True
+                    except BlockingIOError:
+                        await anyio.wait_writable(self._sock)
+        except OSError as error:  # too large for the socket; or the zygote is gone
+            logger.debug("fork request not sent (%s): spawning instead", error)
+            return False
+        finally:
+            if stdout != 1:
+                os.close(stdout)
+
+    def unresponsive(self, why: str) -> None:
+        """The zygote stopped answering: kill it (its children die with it), spawn from now on."""
+        self._give_up(f"the zygote was killed: {why}")
+        if self._popen is not None:
+            self._popen.kill()
 
     def _available(self) -> bool:
         """True once the zygote is ready; the first call starts it (in the background)."""
@@ -134,6 +202,11 @@ class Forker:
             await self._start()
         except Exception as error:
             self._give_up(f"the zygote did not start ({error})")
+            if self._popen is not None:
+                self._popen.kill()
+                await reap(self._popen)
+            if self._sock is not None:
+                self._sock.close()
             return
         finally:
             self._ready.set()
@@ -197,13 +270,10 @@ class Forker:
             self._end()
 
     def _give_up(self, why: str) -> None:
-        """No more forks: answer those waiting, and fail the children still running."""
+        """No more forks (the children already forked go on)."""
         if not self._failed and not self._closed:
             logger.warning("%s; children will be spawned instead", why)
         self._failed = True
-        with contextlib.suppress(OSError):
-            if self._sock is not None:
-                self._sock.shutdown(socket.SHUT_RDWR)
 
     def _end(self) -> None:
         for done, _ in self._pending.values():
@@ -246,6 +316,25 @@ async def reap(popen: subprocess.Popen[bytes]) -> int:
             finally:
                 os.close(pidfd)
     return popen.wait()  # at once: it has exited
+
+
+def _umask() -> int | None:
+    """This process's umask, read without changing it (Linux), or None."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _affinity() -> list[int] | None:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
 def _is_open(fd: int) -> bool:

@@ -10,8 +10,15 @@ from typing import Any, Generic, TypeVar, final
 
 import anyio
 
-from ._answers import rebuild_failure
-from ._errors import CorralError, SerializationError, WorkerCrashed, WorkerStopped
+from ._answers import Failed, failure_payload, rebuild_failure, unpack
+from ._errors import (
+    CorralError,
+    ResultError,
+    SerializationError,
+    StartupError,
+    WorkerCrashed,
+    WorkerStopped,
+)
 from ._messenger import Messenger
 from ._process import SECTIONS, Process, prepared
 from ._processchild import ACK, OUTCOME, PROGRESS, STOP, TELL, serve_process
@@ -107,13 +114,17 @@ class Job(Generic[P]):
     # -- what the child sends ------------------------------------------------------------
 
     def _heard(self, messenger: Messenger, value: Any) -> None:
-        self._told.append(value)
+        self._told.append(value)  # (a Failed, for one that would not unpickle: raised later)
         self._wake()
 
-    def _progress(self, messenger: Messenger, current_run: int) -> None:
-        self._current_run = current_run
+    def _progress(self, messenger: Messenger, current_run: Any) -> None:
+        if isinstance(current_run, int):
+            self._current_run = current_run
 
-    def _ended(self, messenger: Messenger, outcome: tuple[Any, ...]) -> None:
+    def _ended(self, messenger: Messenger, outcome: Any) -> None:
+        if isinstance(outcome, Failed):  # it would not unpickle here (its result, say)
+            error = ResultError(self._current_run, outcome.error)
+            outcome = (None, failure_payload(error), self._current_run, {}, None, None)
         self._outcome = outcome
         with contextlib.suppress(Exception):  # gone already: it needs no answer
             messenger.send_nowait(None, channel=ACK)
@@ -126,15 +137,19 @@ class Job(Generic[P]):
         self._arrived.set()
         self._arrived = anyio.Event()
 
-    def _relaunch(self) -> bytes | None:
+    def _relaunch(self) -> bytes | bool | None:
         """After each child: what to start in its place, when its process goes on there.
 
         That is when a sync section overran its limit (its thread could not
-        be stopped, so the child had to go) and lives remain.
+        be stopped, so the child had to go) and lives remain. False when the
+        child sent its outcome (the job is done: no restart, even if it then
+        crashed); None when it did not (a crash: the restart policy decides).
         """
         outcome = self._outcome
-        if outcome is None or outcome[4] is None:
+        if outcome is None:
             return None
+        if outcome[4] is None:
+            return False
         resume, target = outcome[4], outcome[5]
         assert target is None or isinstance(target, bytes)
         logger.warning(
@@ -157,7 +172,9 @@ class Job(Generic[P]):
             return
         self._finished = True
         service = self._service
-        outcome = self._outcome or self._resumed_from
+        outcome = self._outcome
+        if outcome is None and not self._killed and service.closing and service.error is None:
+            outcome = self._resumed_from  # closed during a retry that did not get to its end
         if outcome is not None:
             value, error, runs, timers, _resume, _target = outcome
             self._value = value
@@ -166,6 +183,8 @@ class Job(Generic[P]):
             self._timers = ProcessTimers(timers)
         elif self._killed:
             pass  # no result: that is what kill() is for
+        elif isinstance(service.last_failure, StartupError):
+            self._error = service.last_failure
         elif service.closing:
             self._error = WorkerStopped(
                 f"job {self.name!r} was closed (its block or supervisor ended) and did not "
@@ -236,7 +255,7 @@ class Job(Generic[P]):
                     return None
                 arrived = self._arrived
                 await arrived.wait()
-            return self._told.popleft()
+            return unpack(self._told.popleft())  # (one that would not unpickle: raised)
         return None
 
 

@@ -83,10 +83,15 @@ class ChildLink:
     def unread(self) -> list[Any]:
         """What the host told and the process has not read (for a retry in a new child)."""
         values = list(self._unread)
-        with contextlib.suppress(Exception):  # anyio.WouldBlock: no more
-            while True:
+        while True:
+            try:
                 values.append(self._messenger.receive_nowait(TELL))
-        return values
+            except anyio.WouldBlock:  # no more
+                return values
+            except SerializationError:  # one that would not unpickle here: the others go on
+                continue
+            except Exception:  # the connection has ended
+                return values
 
 
 async def serve_process(
@@ -123,9 +128,8 @@ async def serve_process(
         except SerializationError as error:  # what result() returned will not pickle
             outcome.value, outcome.error = None, ResultError(outcome.runs, error)
             messenger.send_nowait(encode(outcome, process), channel=OUTCOME)
-        if not outcome.abandoned:  # (else a thread of ours runs on: go at once)
-            with contextlib.suppress(Exception):  # CloseRequested, or the host went away
-                await messenger.receive(ACK)
+        with contextlib.suppress(Exception):  # CloseRequested, or the host went away
+            await messenger.receive(ACK)  # (also with a thread stuck: _exit ends it then)
         tasks.cancel_scope.cancel()
 
 

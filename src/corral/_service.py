@@ -93,12 +93,13 @@ class Service:
         # place, if anything (that once: a restart by policy starts the target);
         # what to do with a new connection, and with messages on some channels;
         # and whether a close lets a start under way finish (then closes it).
-        self.relaunch: Callable[[], bytes | None] | None = None
+        self.relaunch: Callable[[], bytes | bool | None] | None = None  # False: done
         self._relaunch_target: bytes | None = None
         self.on_connected: Callable[[Messenger], None] | None = None
         self.handlers: dict[Hashable, Callable[[Messenger, Any], None]] = {}
         self.finish_start = False
         self.kill_requested = False
+        self.last_failure: BaseException | None = None  # why the last child ended, if it failed
         self.forker: Forker | None = None  # a supervisor's zygote to fork children from
 
     def __repr__(self) -> str:
@@ -135,14 +136,24 @@ class Service:
         while True:
             failure = await self._session(task_status if not started else None)
             started = True
-            if self._closing:
-                return
-            target = self.relaunch() if self.relaunch is not None else None
-            if target is not None:  # not a restart by policy: counted, but not against it
+            self.last_failure = failure
+            target = None
+            if (  # (a job closing starts its retry all the same: that child then stops)
+                self.relaunch is not None
+                and not self.kill_requested
+                and (not self._closing or self.finish_start)
+            ):
+                target = self.relaunch()
+            if isinstance(target, bytes):  # not a restart by policy: counted, not against it
                 self._relaunch_target = target
                 self.restarts += 1
                 self.state = "restarting"
                 continue
+            if self._closing:
+                return
+            if target is False:  # its work is done: no restart, whatever the policy
+                self._give_up(None, "")
+                return
             failed = failure is not None
             if self.restart == "never" or (self.restart == "on-failure" and not failed):
                 self._give_up(failure, "")

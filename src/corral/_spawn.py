@@ -34,7 +34,7 @@ import psutil
 from ._answers import rebuild_failure
 from ._connection import open_connection
 from ._errors import RemoteError, StartupError, WorkerCrashed
-from ._forker import Forked, Forker, reap
+from ._forker import Forked, Forker, ForkLost, reap
 from ._logs import LOGS, relog
 from ._messenger import Messenger
 from ._wire import DEFAULT_MAX_FRAME, dumps_inband
@@ -243,27 +243,8 @@ async def launch(
     """
     if log_level is None:
         log_level = logging.getLogger().getEffectiveLevel()
-    host_sock, child_sock = socket.socketpair()
-    stderr_read, stderr_write = os.pipe()
-    try:
-        popen: subprocess.Popen[bytes] | Forked | None = None
-        if forker is not None and not pass_fds:  # (descriptors passed keep their numbers)
-            popen = await forker.fork(child_sock.fileno(), stderr_write)
-        if popen is None:
-            popen = subprocess.Popen(  # noqa: ASYNC220  (fork+exec takes ~1 ms; no thread hop)
-                [sys.executable, "-m", "corral._child", str(child_sock.fileno())],
-                pass_fds=(child_sock.fileno(), *pass_fds),
-                stdin=subprocess.DEVNULL,
-                stderr=stderr_write,
-                env=child_env(),
-            )
-    except BaseException:
-        host_sock.close()
-        os.close(stderr_read)
-        raise
-    finally:
-        child_sock.close()
-        os.close(stderr_write)
+    # (a zygote that does not answer gets half the start's time: then a spawn, the rest)
+    popen, host_sock, stderr_read = await _start_process(forker, pass_fds, startup_timeout / 2)
     parent = popen.parent_pid if isinstance(popen, Forked) else os.getpid()
     boot = Boot(name, cpu, tuple(sys.path), log_level, parent, max_frame_size, kind, target)
     child = ChildProcess(popen, name, stderr_read)
@@ -303,6 +284,42 @@ async def launch(
             why, traceback=child.stderr_tail(), exit_code=child.returncode
         ) from None
     return child, messenger, ready
+
+
+async def _start_process(
+    forker: Forker | None, pass_fds: tuple[int, ...], fork_timeout: float
+) -> tuple[subprocess.Popen[bytes] | Forked, socket.socket, int]:
+    """A child forked from the zygote (or spawned), with our ends of its socket and stderr."""
+    if pass_fds:  # (descriptors passed keep their numbers: a fork could not do that)
+        forker = None
+    while True:
+        host_sock, child_sock = socket.socketpair()
+        stderr_read, stderr_write = os.pipe()
+        try:
+            popen: subprocess.Popen[bytes] | Forked | None = None
+            if forker is not None:
+                popen = await forker.fork(child_sock.fileno(), stderr_write, fork_timeout)
+            if popen is None:
+                popen = subprocess.Popen(  # noqa: ASYNC220  (fork+exec: ~1 ms; no thread hop)
+                    [sys.executable, "-m", "corral._child", str(child_sock.fileno())],
+                    pass_fds=(child_sock.fileno(), *pass_fds),
+                    stdin=subprocess.DEVNULL,
+                    stderr=stderr_write,
+                    env=child_env(),
+                )
+        except ForkLost:  # a fork may hold these ends: spawn on fresh ones
+            host_sock.close()
+            os.close(stderr_read)
+            forker = None
+            continue
+        except BaseException:
+            host_sock.close()
+            os.close(stderr_read)
+            raise
+        finally:
+            child_sock.close()
+            os.close(stderr_write)
+        return popen, host_sock, stderr_read
 
 
 async def _boot(messenger: Messenger, child: ChildProcess, boot: Boot) -> Any:

@@ -28,6 +28,7 @@ import select
 import signal
 import socket
 import sys
+import traceback
 from typing import Any, Final, NoReturn
 
 from . import _child  # the children's imports, done once, here
@@ -72,7 +73,8 @@ def _preimport() -> None:
 
 
 def _fork(sock: socket.socket, request: Any, fds: list[int], own: tuple[int, int]) -> None:
-    _kind, token, cwd, environ = request
+    _kind, token, *setting = request
+    parent = os.getpid()
     try:
         if len(fds) != 3:
             raise OSError(f"expected 3 file descriptors with the request, got {len(fds)}")
@@ -83,19 +85,37 @@ def _fork(sock: socket.socket, request: Any, fds: list[int], own: tuple[int, int
         _send(sock, ("failed", token, f"{type(error).__name__}: {error}"))
         return
     if pid == 0:
+        _child._die_with_parent()  # first: a zygote gone now must not leave us behind
+        if os.getppid() != parent:
+            os._exit(0)
+        code = CHILD_FAILED
         try:
-            _become_child(sock, own, fds, cwd, environ)
+            _become_child(sock, own, fds, *setting)
+        except SystemExit as exit:  # as Python's top level does with it
+            code = _exit_code(exit)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
         finally:
-            os._exit(CHILD_FAILED)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
     for fd in fds:
         os.close(fd)
     _send(sock, ("forked", token, pid))
 
 
 def _become_child(
-    sock: socket.socket, own: tuple[int, int], fds: list[int], cwd: str, environ: dict[str, str]
+    sock: socket.socket,
+    own: tuple[int, int],
+    fds: list[int],
+    cwd: str,
+    environ: dict[str, str],
+    umask: int | None,
+    affinity: list[int] | None,
 ) -> None:
-    """In a new fork: shed the zygote, take the host's descriptors, run the child's main."""
+    """In a new fork: shed the zygote, take the host's descriptors and settings, run the child."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     sock.close()
@@ -112,7 +132,21 @@ def _become_child(
         os.chdir(cwd)
     os.environ.clear()
     os.environ.update(environ)
+    if umask is not None:
+        os.umask(umask)
+    if affinity is not None:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, affinity)
     _child.main(["corral._child", str(channel)])
+
+
+def _exit_code(exit: SystemExit) -> int:
+    if exit.code is None:
+        return 0
+    if isinstance(exit.code, int):
+        return exit.code
+    sys.stderr.write(f"{exit.code}\n")  # (what the interpreter prints)
+    return 1
 
 
 def _reap(sock: socket.socket) -> None:
