@@ -1,4 +1,4 @@
-"""Figures the benchmarks share, computed the way corral.Timer computes its own."""
+"""Figures the benchmarks share (computed as corral.Timer computes its own); their tables."""
 
 from __future__ import annotations
 
@@ -12,3 +12,24 @@ def percentile(values: list[float], p: float) -> float:
     low = math.floor(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    """Print ``rows`` under ``headers``: the first column left-aligned, the others right."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        return "  ".join(
+            [first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]
+        )
+
+    print(line(headers))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line(row))
+
+
+def fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    """``value`` formatted, or "-" when there is none."""
+    return "-" if value is None else f"{value:{spec}}{suffix}"

@@ -57,7 +57,7 @@ import psutil
 
 import corral
 from _peers import corral_source, ensure
-from _stats import percentile
+from _stats import fmt, percentile, table
 
 T = TypeVar("T")
 
@@ -579,25 +579,6 @@ def measure(variant: str, loop: str, params: dict[str, Any]) -> dict[str, Any]:
     if stderr.strip():
         result["stderr"] = stderr
     return result
-
-
-def table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        return "  ".join(
-            [first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]
-        )
-
-    print(line(headers))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(line(row))
-
-
-def fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
 class Report:

@@ -19,23 +19,12 @@ import psutil
 import pytest
 
 import corral
-from corral._forker import Forker
 from tests.processes_regress2 import Probe, RaisesBase
+from tests.zygotes import zygote_ready
 
 pytestmark = pytest.mark.anyio
 
 SOON = 3.0  # seconds: what takes milliseconds when it works
-
-
-async def _zygote_ready(sup: corral.Supervisor) -> Forker:
-    """The supervisor's zygote, once ready (a first child starts it)."""
-    forker = sup._forker
-    assert forker is not None
-    assert forker._ready is not None
-    with anyio.fail_after(30):
-        await forker._ready.wait()
-    assert not forker._failed
-    return forker
 
 
 def _resume(pid: int) -> None:
@@ -48,7 +37,7 @@ async def test_a_fork_request_too_big_to_send_does_not_kill_the_forked_children(
 ) -> None:
     async with corral.Supervisor() as sup:
         await sup.spawn(Probe)
-        forker = await _zygote_ready(sup)
+        forker = await zygote_ready(sup)
         forked = await sup.spawn(Probe, name="forked")
         assert psutil.Process(forked.pid).ppid() == forker._pid
         # two variables under the kernel's 128 KiB limit for one: a spawned child gets them
@@ -64,7 +53,7 @@ async def test_a_fork_request_too_big_to_send_does_not_kill_the_forked_children(
 async def test_startup_timeout_bounds_a_start_when_the_zygote_does_not_answer() -> None:
     async with corral.Supervisor(shutdown_timeout=1) as sup:
         await sup.spawn(Probe)
-        forker = await _zygote_ready(sup)
+        forker = await zygote_ready(sup)
         os.kill(forker._pid, signal.SIGSTOP)
         try:
             with anyio.fail_after(SOON):
@@ -87,7 +76,7 @@ async def test_leaving_the_block_is_bounded_when_the_zygote_does_not_answer() ->
         with anyio.move_on_after(SOON):
             async with corral.Supervisor(shutdown_timeout=0.5) as sup:
                 await sup.spawn(Probe)
-                zygote = (await _zygote_ready(sup))._pid
+                zygote = (await zygote_ready(sup))._pid
                 await sup.spawn(Probe, name="forked")
                 os.kill(zygote, signal.SIGSTOP)  # (or hung: it reaps and reports no more)
                 left = anyio.current_time()
@@ -100,7 +89,7 @@ async def test_leaving_the_block_is_bounded_when_the_zygote_does_not_answer() ->
 async def test_a_start_the_zygote_died_during_is_spawned_on_a_socket_of_its_own() -> None:
     async with corral.Supervisor() as sup:
         await sup.spawn(Probe)
-        forker = await _zygote_ready(sup)
+        forker = await zygote_ready(sup)
         outcome: list[object] = []
 
         async def start() -> None:
@@ -135,7 +124,7 @@ async def test_a_forked_child_that_dies_of_an_uncaught_exception_says_why() -> N
     assert "KeyboardInterrupt" in str(spawned.value)  # the traceback's last lines
     async with corral.Supervisor() as sup:
         await sup.spawn(Probe)
-        await _zygote_ready(sup)
+        await zygote_ready(sup)
         job = await sup.start(RaisesBase("interrupt"))  # forked
         with anyio.fail_after(SOON), pytest.raises(corral.WorkerCrashed) as forked:
             await job.result()
@@ -145,7 +134,7 @@ async def test_a_forked_child_that_dies_of_an_uncaught_exception_says_why() -> N
 async def test_a_forked_child_gets_the_hosts_current_umask() -> None:
     async with corral.Supervisor() as sup:
         await sup.spawn(Probe)
-        await _zygote_ready(sup)
+        await zygote_ready(sup)
         old = os.umask(0o077)
         try:
             child = await sup.spawn(Probe)
@@ -159,7 +148,7 @@ async def test_a_forked_child_gets_the_hosts_current_cpu_affinity() -> None:
     cores = sorted(os.sched_getaffinity(0))
     async with corral.Supervisor() as sup:
         await sup.spawn(Probe)
-        await _zygote_ready(sup)
+        await zygote_ready(sup)
         os.sched_setaffinity(0, cores[:1])
         try:
             child = await sup.spawn(Probe)

@@ -15,28 +15,17 @@ import psutil
 import pytest
 
 import corral
-from corral._forker import Forker
 from tests.services import Echo
+from tests.zygotes import zygote_ready
 
 pytestmark = pytest.mark.anyio
-
-
-async def _zygote_ready(sup: corral.Supervisor) -> Forker:
-    """The supervisor's zygote, once ready (a first child starts it)."""
-    forker = sup._forker
-    assert forker is not None
-    assert forker._ready is not None
-    with anyio.fail_after(30):
-        await forker._ready.wait()
-    assert not forker._failed
-    return forker
 
 
 async def test_children_after_the_first_are_forked_from_the_zygote() -> None:
     async with corral.Supervisor() as sup:
         first = await sup.spawn(Echo)
         assert psutil.Process(first.pid).ppid() == os.getpid()  # spawned
-        forker = await _zygote_ready(sup)
+        forker = await zygote_ready(sup)
         second = await sup.spawn(Echo, 2)
         assert psutil.Process(second.pid).ppid() == forker._pid  # forked
         assert await second.echo("hi") == "hi"
@@ -51,7 +40,7 @@ async def test_a_forked_child_gets_the_hosts_environment_directory_and_stdio_now
 ) -> None:
     async with corral.Supervisor() as sup:
         await sup.spawn(Echo)
-        await _zygote_ready(sup)
+        await zygote_ready(sup)
         monkeypatch.setenv("CORRAL_ZYGOTE_TEST", "set after the zygote started")
         monkeypatch.chdir(tmp_path)
         child = await sup.spawn(Environment, restart="on-failure")  # it will exit: not a failure
@@ -67,7 +56,7 @@ async def test_a_forked_child_gets_the_hosts_environment_directory_and_stdio_now
 async def test_forked_children_do_not_share_random_state() -> None:
     async with corral.Supervisor() as sup:
         await sup.spawn(Echo)
-        await _zygote_ready(sup)
+        await zygote_ready(sup)
         children = [await sup.spawn(Environment) for _ in range(2)]
         draws = [await child.draw() for child in children]
     assert draws[0] != draws[1]
@@ -78,7 +67,7 @@ async def test_a_dead_zygote_takes_its_children_and_later_ones_are_spawned(
 ) -> None:
     async with corral.Supervisor() as sup:
         await sup.spawn(Echo)
-        forker = await _zygote_ready(sup)
+        forker = await zygote_ready(sup)
         forked = await sup.spawn(Echo, name="forked", restart="on-failure")
         os.kill(forker._pid, signal.SIGKILL)
         with anyio.fail_after(10), pytest.raises(corral.WorkerCrashed):
