@@ -6,6 +6,7 @@ import array
 import gc
 import logging
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -141,10 +142,11 @@ def test_run_here_counts_reads_inputs_and_leaves_plain_dicts() -> None:
 def test_stop_from_step_and_duration() -> None:
     class Stops(corral.ControlLoop):
         def step(self) -> None:
-            if self.tick == 9:
+            if self.tick >= 9:  # (a loaded machine may make it skip tick 9 itself)
                 self.stop()
 
-    assert Stops().run_here(hz=1000).ticks == 10
+    stats = Stops().run_here(hz=1000)
+    assert stats.ticks + stats.skipped == 10
     assert 10 <= Slow(spin=0, every=1).run_here(hz=1000, duration=0.05).ticks <= 51
 
 
@@ -346,4 +348,5 @@ def test_overruns_warn_overtime_at_most_once_a_second(caplog: pytest.LogCaptureF
     assert stats.overruns == 20
     warnings = [r.getMessage() for r in caplog.records if "OVERTIME" in r.getMessage()]
     assert len(warnings) == 1
-    assert warnings[0].startswith("Slow OVERTIME: tick 0 ended")
+    # (tick 0, or on a loaded machine the next: one that started late enough)
+    assert re.match(r"Slow OVERTIME: tick [01] ended", warnings[0])
