@@ -1,7 +1,8 @@
-"""A child's lifetime options (restart policy, limits), checked; and its statistics snapshot."""
+"""A child's lifetime: its options (checked), its restarts within a window, its statistics."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal, final, get_args
 
@@ -40,3 +41,35 @@ class ProxyStatistics:
     last_exit: int | None
     rss: int | None
     cpu_percent: float | None
+
+
+class RestartWindow:
+    """Restarts counted within a sliding window of seconds; the pause before the next."""
+
+    def __init__(self, max_restarts: int, seconds: float) -> None:
+        self.max_restarts = max_restarts
+        self.seconds = seconds
+        self._times: deque[float] = deque()
+
+    def __str__(self) -> str:
+        return f"{len(self._times)}/{self.max_restarts} within {self.seconds:g}s"
+
+    def admit(self, now: float) -> bool:
+        """Count a restart at ``now``; False (not counted) when the window is full."""
+        while self._times and now - self._times[0] > self.seconds:
+            self._times.popleft()
+        if len(self._times) >= self.max_restarts:
+            return False
+        self._times.append(now)
+        return True
+
+    def delay(self) -> float:
+        """Seconds to wait before the restart just admitted: 10 ms, doubling, at most 2 s."""
+        return min(0.01 * 2.0 ** (len(self._times) - 1), 2.0)
+
+    def spent(self) -> str:
+        """Why a restart was refused, for the error's note."""
+        return (
+            f"(restarted {len(self._times)} times within {self.seconds:g}s: "
+            f"max_restarts={self.max_restarts} reached)"
+        )

@@ -12,7 +12,6 @@ import functools
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -21,7 +20,13 @@ import anyio.abc
 
 from ._errors import ProtocolError, WorkerCrashed, WorkerStopped
 from ._forker import Forker
-from ._lifetime import ProxyStatistics, RestartPolicy, ServiceState, check_options
+from ._lifetime import (
+    ProxyStatistics,
+    RestartPolicy,
+    RestartWindow,
+    ServiceState,
+    check_options,
+)
 from ._messenger import Messenger
 from ._serving import Member
 from ._spawn import ChildProcess, EarlyLoss, check_cpu, launch, pickled_target
@@ -63,8 +68,6 @@ class Service:
         self.name = name
         self.cpu = check_cpu(cpu)
         self.restart = restart
-        self.max_restarts = max_restarts
-        self.restart_window = float(restart_window)
         self.startup_timeout = float(startup_timeout)
         self._target = pickled_target(fn, args, kwargs)  # once, not on every restart
         self._log_level = log_level
@@ -80,7 +83,7 @@ class Service:
         self.counts = [0, 0, 0]  # calls, errors, in flight: kept by the proxies
         self.last_exit: int | None = None
         self.error: BaseException | None = None
-        self._restart_times: deque[float] = deque()
+        self._window = RestartWindow(max_restarts, float(restart_window))
         self._changed = anyio.Event()
         self._finished = anyio.Event()
         self._closing = False
@@ -89,11 +92,10 @@ class Service:
         self._pause: anyio.CancelScope | None = None
         self._launching: anyio.CancelScope | None = None
         self.last_messenger: Messenger | None = None
-        # For a job (see Job): after each child, what to start at once in its
-        # place, if anything (that once: a restart by policy starts the target);
-        # what to do with a new connection, and with messages on some channels;
-        # and whether a close lets a start under way finish (then closes it).
-        self.relaunch: Callable[[], bytes | bool | None] | None = None  # False: done
+        # For a job (see Job): after each child, what to start once in its place
+        # (bytes), or False (done: no restart); a new connection's hook; handlers
+        # of channels; whether a close lets a start finish (then closes it).
+        self.relaunch: Callable[[], bytes | bool | None] | None = None
         self._relaunch_target: bytes | None = None
         self.on_connected: Callable[[Messenger], None] | None = None
         self.handlers: dict[Hashable, Callable[[Messenger, Any], None]] = {}
@@ -158,28 +160,19 @@ class Service:
             if self.restart == "never" or (self.restart == "on-failure" and not failed):
                 self._give_up(failure, "")
                 return
-            now = time.monotonic()
-            while self._restart_times and now - self._restart_times[0] > self.restart_window:
-                self._restart_times.popleft()
-            if len(self._restart_times) >= self.max_restarts:
-                self._give_up(
-                    failure or WorkerCrashed(self.name, self.last_exit),
-                    f"(restarted {len(self._restart_times)} times within "
-                    f"{self.restart_window:g}s: max_restarts={self.max_restarts} reached)",
-                )
+            window = self._window
+            if not window.admit(time.monotonic()):
+                self._give_up(failure or WorkerCrashed(self.name, self.last_exit), window.spent())
                 return
-            self._restart_times.append(now)
             self.restarts += 1
             self.state = "restarting"
-            delay = min(0.01 * 2 ** (len(self._restart_times) - 1), 2.0)
+            delay = window.delay()
             logger.warning(
-                "child %r %s; restarting in %.2gs (%d/%d within %gs)",
+                "child %r %s; restarting in %.2gs (%s)",
                 self.name,
                 "crashed" if failed else "exited",
                 delay,
-                len(self._restart_times),
-                self.max_restarts,
-                self.restart_window,
+                window,
             )
             with anyio.CancelScope() as self._pause:
                 await anyio.sleep(delay)
