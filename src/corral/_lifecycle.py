@@ -74,8 +74,7 @@ class Outcome:
     error: BaseException | None = None
     runs: int = 0
     timers: dict[str, Timer] = field(default_factory=dict)
-    abandoned: bool = False  # a sync section would not stop: the process must go
-    resume: Resume | None = None  # ... and has lives left to retry in a new one
+    resume: Resume | None = None  # a sync section would not stop, and lives remain
 
 
 class Abandoned(Exception):
@@ -89,8 +88,9 @@ async def run_cycle(obj: Process, link: Link, resume: Resume | None = None) -> O
     that run is retried, with the lives, timers and join_in time left.
 
     A sync section that overruns its limit cannot be stopped (its thread runs
-    on): the outcome is ``abandoned``, the caller must end the process, and,
-    where lives remain, ``resume`` says how to go on in a new one.
+    on): the caller must end the process (its error's cause is
+    :class:`Abandoned`), and, where lives remain, ``resume`` says how to go on
+    in a new one.
     """
     if resume is None:
         timers = {name: Timer(window=TIMER_WINDOW) for name in (*SECTIONS, "process")}
@@ -137,7 +137,6 @@ async def run_cycle(obj: Process, link: Link, resume: Resume | None = None) -> O
         outcome.value = await _section(obj, "result", hooks["result"], timers["result"])
     except ProcessError as error:
         outcome.error = error
-        outcome.abandoned = isinstance(error.__cause__, Abandoned)
         if outcome.resume is None and hooks["on_error"] is not None:
             await _handle(obj, error, hooks["on_error"], outcome)
     return outcome

@@ -146,7 +146,18 @@ class ProxyBase(Generic[T]):
         return Messages(self._receive, channel, WorkerStopped)
 
     async def _receive(self, channel: Hashable) -> Any:
-        return await receive_from(self._service, channel)
+        service: Service = self._service
+        last = service.last_messenger
+        if last is not None and last is not service.messenger:  # a child that has gone:
+            try:  # what it sent before it went is still to be read
+                return last.receive_nowait(channel)
+            except anyio.WouldBlock:
+                pass
+            except Exception as error:
+                if error is not last.error:  # an error it sent on purpose
+                    raise
+        messenger = service.messenger or await service.connected()
+        return await messenger.receive(channel)
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Close the child gracefully; kill it if that takes over ``grace`` seconds.
@@ -271,24 +282,6 @@ class _ProxyStream:
         """Stop the stream early (the child stops producing)."""
         if self._inner is not None:
             await self._inner.aclose()
-
-
-async def receive_from(service: Service, channel: Hashable) -> Any:
-    """The next message from ``service``'s child on ``channel``, across restarts.
-
-    What a child that has gone sent before it went is read first.
-    """
-    last = service.last_messenger
-    if last is not None and last is not service.messenger:
-        try:
-            return last.receive_nowait(channel)
-        except anyio.WouldBlock:
-            pass
-        except Exception as error:
-            if error is not last.error:  # an error it sent on purpose
-                raise
-    messenger = service.messenger or await service.connected()
-    return await messenger.receive(channel)
 
 
 def _blame_argument(
