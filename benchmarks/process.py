@@ -183,16 +183,28 @@ def overhead(
     }
 
 
-async def timed_async(call: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    value = await call()
-    return time.perf_counter() - t0, value
+async def sample_async(
+    once: Callable[[], Awaitable[Any]], samples: int, who: str
+) -> dict[str, Any]:
+    """Time ``await once()`` (which must give ANSWER): a first call apart, then ``samples``."""
+    times = []
+    for _ in range(samples + 1):
+        t0 = time.perf_counter()
+        value = await once()
+        times.append(time.perf_counter() - t0)
+        expect(value, ANSWER, f"{who}'s result")
+    return latency(times[0], times[1:])
 
 
-def timed(call: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    value = call()
-    return time.perf_counter() - t0, value
+def sample(once: Callable[[], Any], samples: int, who: str) -> dict[str, Any]:
+    """Time ``once()`` (which must give ANSWER): a first call apart, then ``samples``."""
+    times = []
+    for _ in range(samples + 1):
+        t0 = time.perf_counter()
+        value = once()
+        times.append(time.perf_counter() - t0)
+        expect(value, ANSWER, f"{who}'s result")
+    return latency(times[0], times[1:])
 
 
 def expect(value: Any, wanted: Any, what: str) -> None:
@@ -207,14 +219,8 @@ async def latency_corral(p: dict[str, Any]) -> dict[str, Any]:
             job = await sup.start(Trivial())
             return await job.result()
 
-        first, value = await timed_async(once)
-        expect(value, ANSWER, "corral's result")
-        samples = []
-        for _ in range(p["samples"]):
-            elapsed, value = await timed_async(once)
-            expect(value, ANSWER, "corral's result")
-            samples.append(elapsed)
-    return latency(first, samples)
+        figures = await sample_async(once, p["samples"], "corral")
+    return figures  # noqa: RET504  (after the block: it could swallow an error, mypy says)
 
 
 async def latency_corral_block(p: dict[str, Any]) -> dict[str, Any]:
@@ -222,14 +228,7 @@ async def latency_corral_block(p: dict[str, Any]) -> dict[str, Any]:
         async with corral.start(Trivial()) as job:
             return await job.result()
 
-    first, value = await timed_async(once)
-    expect(value, ANSWER, "corral's result")
-    samples = []
-    for _ in range(p["samples"]):
-        elapsed, value = await timed_async(once)
-        expect(value, ANSWER, "corral's result")
-        samples.append(elapsed)
-    return latency(first, samples)
+    return await sample_async(once, p["samples"], "corral")
 
 
 def latency_suitkaise(p: dict[str, Any]) -> dict[str, Any]:
@@ -241,14 +240,7 @@ def latency_suitkaise(p: dict[str, Any]) -> dict[str, Any]:
         process.wait()
         return process.result()
 
-    first, value = timed(once)  # also starts suitkaise's Manager process
-    expect(value, ANSWER, "suitkaise's result")
-    samples = []
-    for _ in range(p["samples"]):
-        elapsed, value = timed(once)
-        expect(value, ANSWER, "suitkaise's result")
-        samples.append(elapsed)
-    return latency(first, samples)
+    return sample(once, p["samples"], "suitkaise")  # (its first also starts its Manager)
 
 
 async def latency_suitkaise_async(p: dict[str, Any]) -> dict[str, Any]:
@@ -259,14 +251,7 @@ async def latency_suitkaise_async(p: dict[str, Any]) -> dict[str, Any]:
         process.start()
         return await process.result.asynced()()
 
-    first, value = await timed_async(once)
-    expect(value, ANSWER, "suitkaise's result")
-    samples = []
-    for _ in range(p["samples"]):
-        elapsed, value = await timed_async(once)
-        expect(value, ANSWER, "suitkaise's result")
-        samples.append(elapsed)
-    return latency(first, samples)
+    return await sample_async(once, p["samples"], "suitkaise")
 
 
 async def overhead_corral(p: dict[str, Any]) -> dict[str, Any]:
