@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import anyio
 import psutil
 import pytest
 
 import corral
+from tests.hosts import host, outliving
 from tests.services import Echo
 
 pytestmark = pytest.mark.anyio
@@ -171,13 +169,6 @@ async def test_a_cancelled_supervisor_block_still_closes_its_children() -> None:
     assert _open_fds() == fds
 
 
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 HOST = textwrap.dedent(
     """
     import sys
@@ -197,26 +188,10 @@ HOST = textwrap.dedent(
 
 
 def test_a_killed_host_leaves_no_orphans() -> None:
-    root = Path(__file__).resolve().parent.parent
-    host = subprocess.Popen(
-        [sys.executable, "-c", HOST], stdout=subprocess.PIPE, cwd=root, text=True
-    )
-    try:
-        assert host.stdout is not None
-        pids = [int(pid) for pid in host.stdout.readline().split()]
+    with host(HOST) as (process, pids):
         assert len(pids) == 4
-        children = [psutil.Process(pid) for pid in pids]
-        host.kill()
-        host.wait(10)
-        _, alive = psutil.wait_procs(children, timeout=1.0)
-        # dead but not reaped: their new parent (pid 1 in a container) may not reap
-        running = [p for p in alive if _running(p)]
+        running = outliving(process, pids, 1.0)
         assert not running, f"children outlived the host: {running}"
-    finally:
-        host.kill()
-        host.wait(10)
-        if host.stdout is not None:
-            host.stdout.close()
 
 
 async def test_closing_while_a_restart_is_under_way_does_not_hang() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -15,6 +14,7 @@ import psutil
 import pytest
 
 import corral
+from tests.hosts import host, outliving
 from tests.services import Echo
 from tests.zygotes import zygote_ready
 
@@ -104,26 +104,12 @@ HOST = textwrap.dedent(
 
 
 def test_a_killed_host_takes_the_zygote_and_its_children() -> None:
-    root = Path(__file__).resolve().parent.parent
-    host = subprocess.Popen(
-        [sys.executable, "-c", HOST], stdout=subprocess.PIPE, cwd=root, text=True
-    )
-    try:
-        assert host.stdout is not None
-        pids = [int(pid) for pid in host.stdout.readline().split()]
+    with host(HOST) as (process, pids):
         assert len(pids) == 5
-        processes = [psutil.Process(pid) for pid in pids]
-        assert [p.ppid() for p in processes[1:4]] == [pids[4]] * 3  # forked
-        host.kill()
-        host.wait(10)
-        _, alive = psutil.wait_procs(processes, timeout=2.0)
-        running = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        forked = [psutil.Process(pid).ppid() for pid in pids[1:4]]
+        assert forked == [pids[4]] * 3  # (the last pid is the zygote's)
+        running = outliving(process, pids, 2.0)
         assert not running, f"outlived the host: {running}"
-    finally:
-        host.kill()
-        host.wait(10)
-        if host.stdout is not None:
-            host.stdout.close()
 
 
 class Environment:
