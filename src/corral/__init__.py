@@ -39,6 +39,9 @@ from ._loophost import ControlLoopProxy as ControlLoopProxy
 from ._loopstats import ControlLoopStatistics as ControlLoopStatistics
 from ._loopstats import Percentiles as Percentiles
 from ._messenger import Messenger as Messenger
+from ._pool import Pool as Pool
+from ._pool import PoolStatistics as PoolStatistics
+from ._pool import StarPool as StarPool
 from ._process import Process as Process
 from ._process import Timeouts as Timeouts
 from ._proxy import Proxy as Proxy
@@ -87,6 +90,8 @@ __all__ = [
     "Messenger",
     "OnFinishError",
     "Percentiles",
+    "Pool",
+    "PoolStatistics",
     "PostRunError",
     "PreRunError",
     "Process",
@@ -104,6 +109,7 @@ __all__ = [
     "ResultError",
     "RunError",
     "SerializationError",
+    "StarPool",
     "StartupError",
     "StepFailed",
     "Supervisor",

@@ -1,0 +1,203 @@
+"""One map over a pool: its items read ahead in chunks, its results as they come.
+
+A :class:`Batch` reads its items (any iterable or async iterable) into
+:class:`Chunk`\\ s no faster than its results are taken (a window of chunks
+in flight), sizes chunks from how long items take, and hands out results in
+order or as completed. The pool's worker drivers run the chunks.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import itertools
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import anyio
+
+from ._answers import rebuild_failure
+
+TARGET_SECONDS: Final = 0.005  # a chunk's work, once items have been timed
+FIRST_CHUNKS: Final = 1  # items per chunk before anything has been timed
+MAX_CHUNK: Final = 100_000
+
+
+@dataclass(eq=False)
+class Chunk:
+    """Consecutive items of a batch, sent to a worker as one request."""
+
+    batch: Batch
+    start: int  # the index of the first item
+    items: list[Any]
+    attempts: int = 0  # failed attempts so far (crashes, timeouts)
+
+
+@dataclass(eq=False)
+class Done:
+    """A chunk's end: its results in order, and the errors by position."""
+
+    start: int
+    values: list[Any]
+    errors: dict[int, BaseException]
+
+
+@dataclass(eq=False)
+class Batch:
+    """The items of one map call, and what has come of them."""
+
+    key: int
+    blob: bytes
+    mode: str
+    workers: int
+    chunksize: int | None
+    timeout: float | None
+    retries: int
+    length: int | None = None  # known up front (a sized iterable), else once read
+    read: int = 0  # items read so far
+    done: int = 0  # items ended so far
+    failed: int = 0
+    per_item: float | None = None  # measured seconds per item
+    window: anyio.Semaphore = field(init=False)  # chunks in flight or not yet taken
+    error: BaseException | None = None  # the input failed (not an item)
+    closed: bool = False  # ended, or left by its consumer: its chunks are not run
+
+    def __post_init__(self) -> None:
+        self.window = anyio.Semaphore(max(4 * self.workers, 2))
+        self._send, self.outcomes = anyio.create_memory_object_stream[Done](math.inf)
+        self.reader = anyio.CancelScope()  # the task reading the items
+        self._sizes: deque[int] = deque()  # the chunks read, in order, not yet all taken
+        self._taken = 0
+
+    def close(self) -> None:
+        self.closed = True
+        self._send.close()
+
+    def sizes_read(self, size: int) -> None:
+        self._sizes.append(size)
+
+    def taken(self, items: int) -> None:
+        """The consumer took ``items`` results: chunks wholly taken free room to read."""
+        self._taken += items
+        while self._sizes and self._taken >= self._sizes[0]:
+            self._taken -= self._sizes.popleft()
+            self.window.release()
+
+    # -- chunk sizes -----------------------------------------------------------------
+
+    def next_size(self) -> int:
+        if self.chunksize is not None:
+            return self.chunksize
+        if self.timeout is not None:  # an item's time limit: one at a time
+            return 1
+        if self.per_item is None:
+            return FIRST_CHUNKS
+        size = int(TARGET_SECONDS / max(self.per_item, 1e-9))
+        if self.length is not None:  # several chunks per worker, so the end is even
+            size = min(size, math.ceil((self.length - self.read) / (4 * self.workers)))
+        return max(1, min(size, MAX_CHUNK))
+
+    def timed(self, items: int, seconds: float) -> None:
+        per_item = seconds / max(items, 1)
+        self.per_item = per_item if self.per_item is None else (self.per_item + per_item) / 2
+
+    # -- results ---------------------------------------------------------------------
+
+    def deliver(self, chunk: Chunk, results: list[Any], errors: list[tuple[int, Any]]) -> None:
+        failed = {}
+        for position, payload in errors:
+            error = rebuild_failure(payload)
+            error.add_note(f"(item {chunk.start + position} of the map)")
+            failed[position] = error
+        self._emit(Done(chunk.start, results, failed))
+        self.done += len(results)
+        self.failed += len(failed)
+        self._check_ended()
+
+    def fail(self, chunk: Chunk, error: BaseException) -> None:
+        """Every item of ``chunk`` ends with ``error``."""
+        failed = {}
+        for position in range(len(chunk.items)):
+            copy = error if len(chunk.items) == 1 else _copy(error)
+            copy.add_note(f"(item {chunk.start + position} of the map)")
+            failed[position] = copy
+        self._emit(Done(chunk.start, [None] * len(chunk.items), failed))
+        self.done += len(chunk.items)
+        self.failed += len(chunk.items)
+        self._check_ended()
+
+    def _emit(self, done: Done) -> None:
+        if not self.closed:  # (left early: nobody takes it)
+            self._send.send_nowait(done)
+
+    def _check_ended(self) -> None:
+        if self.length is not None and self.done >= self.length and not self.closed:
+            self.close()
+
+    def close_input(self, error: BaseException | None = None) -> None:
+        """No more items (``error``: reading them failed, and the map ends with it now)."""
+        self.length = self.read
+        self.error = error
+        if error is not None:
+            self.close()
+        self._check_ended()
+
+
+def _copy(error: BaseException) -> BaseException:
+    """The same error for another item (notes of its own)."""
+    other = copy.copy(error)
+    other.__notes__ = list(getattr(error, "__notes__", []))
+    return other
+
+
+async def read_items(batch: Batch, items: Any, put: Any, star: bool) -> None:
+    """Read ``items`` into chunks and ``await put(chunk)`` each (a task), within the window."""
+    try:
+        if hasattr(items, "__aiter__"):
+            await _read_async(batch, items.__aiter__(), put, star)
+        else:
+            if inspect.isawaitable(items):
+                raise TypeError("pass the items, not a coroutine: await it first")
+            try:
+                iterator = iter(items)
+            except TypeError:
+                raise TypeError(
+                    "a pool maps over an iterable or an async iterable; got "
+                    f"{type(items).__name__}"
+                ) from None
+            while chunk := list(itertools.islice(iterator, batch.next_size())):
+                await _put(batch, chunk, put, star)
+    except Exception as error:
+        batch.close_input(error)
+        return
+    batch.close_input()
+
+
+async def _read_async(batch: Batch, iterator: Any, put: Any, star: bool) -> None:
+    while True:
+        chunk: list[Any] = []
+        for _ in range(batch.next_size()):
+            try:
+                chunk.append(await anext(iterator))
+            except StopAsyncIteration:
+                if chunk:
+                    await _put(batch, chunk, put, star)
+                return
+        await _put(batch, chunk, put, star)
+
+
+async def _put(batch: Batch, items: list[Any], put: Any, star: bool) -> None:
+    if star:
+        for position, item in enumerate(items):
+            if not isinstance(item, tuple):
+                raise TypeError(
+                    "a star map takes tuples of arguments; item "
+                    f"{batch.read + position} is {type(item).__name__}: {item!r}"
+                )
+    await batch.window.acquire()
+    start = batch.read
+    batch.read += len(items)
+    batch.sizes_read(len(items))
+    await put(Chunk(batch, start, items))

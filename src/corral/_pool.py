@@ -1,0 +1,491 @@
+"""``corral.Pool``: calls in batches on worker processes.
+
+Each worker is a child (forked from the pool's zygote once it is ready)
+serving chunks of calls (``_poolworker``); two driver tasks per worker keep
+one chunk running and one waiting there. Maps are :class:`~._batch.Batch`\\ es
+whose chunks share one queue, so several maps run at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import os
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Self, TypeVar, final
+
+import anyio
+import anyio.abc
+
+from ._batch import Batch, Chunk, Done, read_items
+from ._errors import ProcessTimeout, SerializationError, WorkerCrashed, WorkerStopped
+from ._forker import Forker
+from ._messenger import Messenger
+from ._poolworker import TASKS, UnknownFunction, serve_pool
+from ._process import Process
+from ._service import Service
+from ._spawn import child_env
+from ._wire import dumps_inband
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DEPTH: Final = 2  # chunks in flight per worker: one running, one waiting
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    """A frozen snapshot of a pool's counts."""
+
+    workers: int
+    submitted: int
+    completed: int
+    failed: int
+    retried: int
+    crashes: int
+    timeouts: int
+    restarts: int
+    chunks: int
+
+
+class _Slot:
+    """One worker: its service, and which functions its current child has been sent."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.known: set[int] = set()
+        self.messenger: Messenger | None = None
+        self.tasks_done = 0
+        self.in_flight: list[Chunk] = []  # sent, not answered: the first is running
+        self.culprits: dict[int, Chunk] = {}  # per child that died: the chunk it ran
+
+
+class Pool:
+    """Worker processes that run calls in batches: ``async with corral.Pool() as pool``.
+
+    ``await pool.map(fn, items)`` returns the results in order;
+    ``pool.imap(...)`` yields them in order, ``pool.imap_unordered(...)``
+    as they complete; ``await pool.submit(fn, *args, **kwargs)`` runs one
+    call. ``fn`` may be any function (lambdas, closures, classes defined in
+    ``__main__``: it is pickled with cloudpickle, once per worker), an
+    ``async def`` (run on the worker's event loop) or a
+    :class:`~corral.Process` subclass (built from each item, run to its
+    result). See the page on pools for the options.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        max_tasks_per_worker: int | None = None,
+        startup_timeout: float = 30.0,
+        shutdown_timeout: float = 5.0,
+        name: str = "pool",
+    ) -> None:
+        if workers is None:
+            workers = (
+                len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else (os.cpu_count() or 1)
+            )
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(
+                f"workers= is a whole number >= 1 (None: one per core); got {workers!r}"
+            )
+        if max_tasks_per_worker is not None and (
+            isinstance(max_tasks_per_worker, bool)
+            or not isinstance(max_tasks_per_worker, int)
+            or max_tasks_per_worker < 1
+        ):
+            raise ValueError(
+                "max_tasks_per_worker= is a whole number >= 1, or None; got "
+                f"{max_tasks_per_worker!r}"
+            )
+        self.workers = workers
+        self.name = name
+        self._max_tasks = max_tasks_per_worker
+        self._startup_timeout = startup_timeout
+        self._shutdown_timeout = shutdown_timeout
+        self._slots: list[_Slot] = []
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._forker: Forker | None = None
+        self._queue: deque[Chunk] = deque()
+        self._queued = anyio.Event()
+        self._keys = itertools.count()
+        self._counts = dict.fromkeys(
+            ("submitted", "completed", "failed", "retried", "crashes", "timeouts", "chunks"), 0
+        )
+        self._state = "new"
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.name!r} {self._state} workers={self.workers}>"
+
+    # -- the block -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state != "new":
+            raise RuntimeError("a Pool is used for one `async with` block; create another")
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._task_group = group
+        self._forker = Forker(group, child_env)
+        try:
+            for number in range(self.workers):
+                service = Service(
+                    "function",
+                    serve_pool,
+                    (),
+                    {},
+                    name=f"{self.name}-{number + 1}",
+                    restart="on-failure",
+                    max_restarts=1_000_000,  # a worker lost to an item is always replaced
+                    restart_window=1.0,
+                    startup_timeout=self._startup_timeout,
+                )
+                service.forker = self._forker
+                slot = _Slot(service)
+                self._slots.append(slot)
+                group.start_soon(service.run, name=f"corral-pool:{service.name}")
+                for _ in range(DEPTH):
+                    group.start_soon(self._drive, slot, name=f"corral-pool-driver:{service.name}")
+        except BaseException:
+            group.cancel_scope.cancel()
+            await group.__aexit__(None, None, None)
+            raise
+        self._state = "running"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._state = "closing"
+        group, forker = self._task_group, self._forker
+        assert group is not None
+        assert forker is not None
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as closing:
+                for slot in self._slots:
+                    closing.start_soon(slot.service.aclose, self._shutdown_timeout)
+            await forker.aclose()
+        group.cancel_scope.cancel()
+        await group.__aexit__(None, None, None)
+        self._state = "closed"
+
+    # -- the map family --------------------------------------------------------------
+
+    async def map(
+        self, fn: Callable[..., T], items: Iterable[Any] | Any, **options: Any
+    ) -> list[T]:
+        """``[fn(item) for item in items]``, run on the workers; the results in order."""
+        return await self._collect(fn, items, options)
+
+    async def starmap(
+        self, fn: Callable[..., T], items: Iterable[tuple[Any, ...]] | Any, **options: Any
+    ) -> list[T]:
+        """``[fn(*item) for item in items]`` (each item a tuple), run on the workers."""
+        return await self._collect(fn, items, options, star=True)
+
+    def imap(
+        self, fn: Callable[..., T], items: Iterable[Any] | Any, **options: Any
+    ) -> AsyncIterator[T]:
+        """``fn(item)`` for each item, on the workers: the results in order, as they come."""
+        return self._each(fn, items, options)
+
+    def imap_unordered(
+        self, fn: Callable[..., T], items: Iterable[Any] | Any, **options: Any
+    ) -> AsyncIterator[T]:
+        """Like :meth:`imap`, the results as they complete."""
+        return self._each(fn, items, options, ordered=False)
+
+    def star(self) -> StarPool:
+        """The map family with each item, a tuple, spread into the arguments."""
+        return StarPool(self)
+
+    async def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on a worker: its result, or what it raised."""
+        results: list[T] = await self._collect(fn, [(args, kwargs)], {}, mode="apply")
+        return results[0]
+
+    apply = submit
+
+    def statistics(self) -> PoolStatistics:
+        """The pool's counts so far."""
+        return PoolStatistics(
+            workers=self.workers,
+            restarts=sum(slot.service.restarts for slot in self._slots),
+            **self._counts,
+        )
+
+    # -- one batch ---------------------------------------------------------------------
+
+    async def _collect(
+        self, fn: Any, items: Any, options: dict[str, Any], **how: Any
+    ) -> list[Any]:
+        results: list[Any] = []
+        return_exceptions = options.get("return_exceptions", False)
+        dones = self._dones(fn, items, options, **how)
+        async with contextlib.aclosing(dones):
+            async for done in dones:
+                values = done.values
+                if done.errors:
+                    if not return_exceptions:
+                        raise next(iter(done.errors.values()))
+                    values = list(values)
+                    for position, error in done.errors.items():
+                        values[position] = error
+                results.extend(values)
+        return results
+
+    async def _each(
+        self, fn: Any, items: Any, options: dict[str, Any], **how: Any
+    ) -> AsyncIterator[Any]:
+        return_exceptions = options.get("return_exceptions", False)
+        dones = self._dones(fn, items, options, **how)
+        async with contextlib.aclosing(dones):
+            async for done in dones:
+                for position, value in enumerate(done.values):
+                    error = done.errors.get(position)
+                    if error is not None and not return_exceptions:
+                        raise error
+                    yield error if error is not None else value
+
+    async def _dones(
+        self,
+        fn: Any,
+        items: Any,
+        options: dict[str, Any],
+        *,
+        star: bool = False,
+        ordered: bool = True,
+        mode: str | None = None,
+    ) -> AsyncGenerator[Done, None]:
+        """One map: its chunks' ends, in order (or as they come)."""
+        if self._state != "running" or self._task_group is None:
+            raise WorkerStopped(
+                f"pool {self.name!r} is {self._state}; use it inside `async with corral.Pool()`"
+            )
+        unknown = set(options) - {"chunksize", "timeout", "retries", "return_exceptions"}
+        if unknown:
+            raise TypeError(
+                f"unknown option {sorted(unknown)[0]!r}; a map takes chunksize=, timeout=, "
+                "retries= and return_exceptions="
+            )
+        chunksize, timeout = options.get("chunksize"), options.get("timeout")
+        retries = options.get("retries", 0)
+        _check_options(fn, chunksize, timeout, retries)
+        batch = Batch(
+            next(self._keys),
+            _pickled(fn),
+            mode or _mode(fn, star),
+            self.workers,
+            chunksize,
+            timeout,
+            retries,
+            _length(items),
+        )
+        # (the reader runs in the pool's task group: a task group inside this
+        # generator would break when its consumer leaves it from another task)
+        self._task_group.start_soon(self._read, batch, items, star)
+        try:
+            async for done in _in_order(batch, ordered):
+                yield done
+        finally:
+            batch.reader.cancel()
+            self._discard(batch)
+        if batch.error is not None:
+            raise batch.error
+
+    async def _read(self, batch: Batch, items: Any, star: bool) -> None:
+        with batch.reader:
+            await read_items(batch, items, self._put, star)
+
+    async def _put(self, chunk: Chunk) -> None:
+        self._counts["submitted"] += len(chunk.items)
+        self._queue.append(chunk)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._queued.set()
+        self._queued = anyio.Event()
+
+    def _discard(self, batch: Batch) -> None:
+        """A map left early: its chunks not yet sent are dropped."""
+        for chunk in [c for c in self._queue if c.batch is batch]:
+            self._queue.remove(chunk)
+        batch.close()
+
+    # -- the workers -------------------------------------------------------------------
+
+    async def _drive(self, slot: _Slot) -> None:
+        """Send chunks to ``slot``'s worker, one at a time (a task; DEPTH per worker)."""
+        while True:
+            while not self._queue:
+                await self._queued.wait()
+            chunk = self._queue.popleft()
+            if chunk.batch.closed:
+                continue
+            await self._run_chunk(slot, chunk)
+
+    async def _run_chunk(self, slot: _Slot, chunk: Chunk) -> None:
+        batch = chunk.batch
+        self._counts["chunks"] += 1
+        service = slot.service
+        try:
+            messenger = service.messenger or await service.connected()
+            if messenger is not slot.messenger:  # a new child: it knows no function yet
+                slot.messenger, slot.known = messenger, set()
+                slot.culprits.clear()
+            blob = None if batch.key in slot.known else batch.blob
+            slot.known.add(batch.key)
+            request = (batch.key, blob, batch.mode, chunk.items)
+            limit = None if batch.timeout is None else batch.timeout * len(chunk.items)
+            slot.in_flight.append(chunk)  # (the first is the one running)
+            try:
+                with anyio.move_on_after(limit) as waiting:
+                    reply = await messenger.request(request, channel=TASKS)
+            finally:
+                running = slot.in_flight[0]
+                slot.in_flight.remove(chunk)
+            if waiting.cancelled_caught:
+                self._timed_out(slot, chunk, limit)
+                return
+        except UnknownFunction:
+            slot.known.discard(batch.key)
+            self._requeue(chunk)
+            return
+        except (WorkerCrashed, WorkerStopped, anyio.BrokenResourceError) as error:
+            culprit = slot.culprits.setdefault(id(slot.messenger), running)
+            if chunk is culprit:
+                self._lost(chunk, error)
+            else:  # it was waiting behind the one that took the worker down
+                self._requeue(chunk)
+            return
+        except SerializationError as error:  # an item, or a result, will not pickle
+            self._unpicklable(chunk, error)
+            return
+        results, errors, seconds = reply
+        batch.timed(len(chunk.items), seconds)
+        batch.deliver(chunk, results, errors)
+        self._counts["completed"] += len(results) - len(errors)
+        self._counts["failed"] += len(errors)
+        slot.tasks_done += len(chunk.items)
+        if self._max_tasks is not None and slot.tasks_done >= self._max_tasks:
+            slot.tasks_done = 0
+            if service.child is not None:  # recycled: the restart policy brings a new one
+                service.child.kill()
+
+    def _requeue(self, chunk: Chunk) -> None:
+        self._queue.appendleft(chunk)
+        self._wake()
+
+    def _split(self, chunk: Chunk) -> None:
+        """Run a chunk's items one by one, to find the one to blame."""
+        for position in reversed(range(len(chunk.items))):
+            self._queue.appendleft(
+                Chunk(chunk.batch, chunk.start + position, [chunk.items[position]], chunk.attempts)
+            )
+        self._wake()
+
+    def _lost(self, chunk: Chunk, error: BaseException) -> None:
+        """The worker died under ``chunk``: find the item, retry it, or fail it."""
+        self._counts["crashes"] += 1
+        if len(chunk.items) > 1:
+            self._split(chunk)
+            return
+        self._retry_or_fail(chunk, error)
+
+    def _timed_out(self, slot: _Slot, chunk: Chunk, limit: float | None) -> None:
+        self._counts["timeouts"] += 1
+        child = slot.service.child
+        if child is not None:  # its work cannot be stopped otherwise: a new worker comes
+            child.kill()
+        self._retry_or_fail(chunk, ProcessTimeout("item", float(limit or 0), 0))
+
+    def _retry_or_fail(self, chunk: Chunk, error: BaseException) -> None:
+        chunk.attempts += 1
+        if chunk.attempts <= chunk.batch.retries:
+            self._counts["retried"] += 1
+            self._requeue(chunk)
+            return
+        chunk.batch.fail(chunk, error)
+
+    def _unpicklable(self, chunk: Chunk, error: SerializationError) -> None:
+        if len(chunk.items) > 1:
+            self._split(chunk)
+            return
+        chunk.batch.fail(chunk, error)
+
+
+async def _in_order(batch: Batch, ordered: bool) -> AsyncIterator[Done]:
+    """The batch's chunks' ends, in order or as they come; each taken frees its room."""
+    waiting: dict[int, Done] = {}
+    next_start = 0
+    async for done in batch.outcomes:
+        if not ordered:
+            batch.taken(len(done.values))
+            yield done
+            continue
+        waiting[done.start] = done
+        while next_start in waiting:
+            ready = waiting.pop(next_start)
+            next_start += len(ready.values)
+            batch.taken(len(ready.values))
+            yield ready
+
+
+def _mode(fn: Any, star: bool) -> str:
+    if isinstance(fn, type) and issubclass(fn, Process):
+        return "process-star" if star else "process"
+    return "star" if star else "call"
+
+
+def _pickled(fn: Any) -> bytes:
+    try:
+        return dumps_inband(fn)
+    except SerializationError as error:
+        raise SerializationError(
+            f"the function will not pickle to go to the workers: {error}"
+        ) from None
+
+
+def _length(items: Any) -> int | None:
+    if hasattr(items, "__len__") and not hasattr(items, "__aiter__"):
+        return len(items)
+    return None
+
+
+@final
+class StarPool:
+    """A pool's map family with each item (a tuple) spread into the arguments."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def map(self, fn: Callable[..., T], items: Any, **options: Any) -> list[T]:
+        return await self._pool.starmap(fn, items, **options)
+
+    def imap(self, fn: Callable[..., T], items: Any, **options: Any) -> AsyncIterator[T]:
+        return self._pool._each(fn, items, options, star=True)
+
+    def imap_unordered(self, fn: Callable[..., T], items: Any, **options: Any) -> AsyncIterator[T]:
+        return self._pool._each(fn, items, options, star=True, ordered=False)
+
+
+def _check_options(fn: Any, chunksize: Any, timeout: Any, retries: Any) -> None:
+    if not callable(fn):
+        raise TypeError(f"a pool calls a function (or a Process class); got {fn!r}")
+    if chunksize is not None and (
+        isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1
+    ):
+        raise ValueError(f"chunksize= is a whole number >= 1, or None (chosen); got {chunksize!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout < math.inf
+    ):
+        raise ValueError(f"timeout= is a number of seconds > 0 per item, or None; got {timeout!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries= is a whole number >= 0; got {retries!r}")

@@ -1,0 +1,117 @@
+"""A pool's worker process: the child's half of :class:`~corral.Pool`.
+
+Chunks of calls arrive as requests on :data:`TASKS`:
+``(key, blob, mode, items)``. ``blob`` is the pickled function, sent the
+first time this worker sees ``key`` (``None`` after); ``mode`` says how an
+item becomes a call: ``"call"`` ``fn(item)``, ``"star"`` ``fn(*item)``,
+``"apply"`` ``fn(*args, **kwargs)`` from ``item = (args, kwargs)``,
+``"process"`` ``fn(item)`` (a :class:`~corral.Process` class, run to its
+result), ``"process-star"`` the same with ``fn(*item)``. The reply is
+``(results, errors, seconds)``: a result per item (None where it failed),
+``[(position, failure payload), ...]``, and the time the chunk took.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import pickle
+from time import perf_counter
+from typing import Any, Final
+
+import anyio
+
+from ._answers import Request, failure_payload
+from ._errors import CloseRequested
+from ._lifecycle import run_cycle
+from ._messenger import Messenger
+
+TASKS: Final = "__corral_tasks__"
+CONTROL: Final = "__corral_pool_control__"
+
+
+class UnknownFunction(LookupError):
+    """The host sent a key without its function (a new worker): it sends it again."""
+
+
+class _NoLink:
+    """A process run by a pool has no host to talk to: tell and listen do nothing."""
+
+    def tell(self, value: Any) -> None:
+        pass
+
+    async def listen(self, timeout: float | None) -> Any:  # noqa: ASYNC109
+        return None
+
+    def progress(self, current_run: int) -> None:
+        pass
+
+
+async def serve_pool(messenger: Messenger) -> None:
+    """Answer chunks of calls until the host closes this worker."""
+    functions: dict[int, Any] = {}
+    async with anyio.create_task_group() as tasks:
+
+        def handle(request: Request) -> None:
+            key, blob, mode, items = request.value
+            fn = functions.get(key)
+            if fn is None:
+                if blob is None:
+                    request.fail(UnknownFunction(key))
+                    return
+                fn = functions[key] = pickle.loads(blob)
+            if mode.startswith("process") or inspect.iscoroutinefunction(fn):
+                tasks.start_soon(_answer_async, request, fn, mode, items)
+            else:
+                request.reply(_run_sync(fn, mode, items))
+
+        messenger.handle_requests(TASKS, handle)
+        with contextlib.suppress(CloseRequested, Exception):
+            await messenger.receive(CONTROL)  # (nothing comes: it ends at the close)
+        tasks.cancel_scope.cancel()
+
+
+def _run_sync(fn: Any, mode: str, items: list[Any]) -> tuple[list[Any], list[Any], float]:
+    began = perf_counter()
+    results: list[Any] = []
+    errors: list[tuple[int, Any]] = []
+    append = results.append
+    for item in items:
+        try:
+            if mode == "call":
+                append(fn(item))
+            elif mode == "star":
+                append(fn(*item))
+            else:  # apply
+                append(fn(*item[0], **item[1]))
+        except Exception as error:
+            errors.append((len(results), failure_payload(error)))
+            append(None)
+    return results, errors, perf_counter() - began
+
+
+async def _answer_async(request: Request, fn: Any, mode: str, items: list[Any]) -> None:
+    began = perf_counter()
+    results: list[Any] = []
+    errors: list[tuple[int, Any]] = []
+    for item in items:
+        try:
+            results.append(await _call_async(fn, mode, item))
+        except Exception as error:
+            errors.append((len(results), failure_payload(error)))
+            results.append(None)
+    request.reply((results, errors, perf_counter() - began))
+
+
+async def _call_async(fn: Any, mode: str, item: Any) -> Any:
+    if mode.startswith("process"):
+        process = fn(*item) if mode == "process-star" else fn(item)
+        outcome = await run_cycle(process, _NoLink())
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.value
+    if mode == "star":
+        return await fn(*item)
+    if mode == "apply":
+        return await fn(*item[0], **item[1])
+    return await fn(item)
