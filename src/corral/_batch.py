@@ -71,9 +71,12 @@ class Batch:
         self._sizes: deque[int] = deque()  # the chunks read, in order, not yet all taken
         self._taken = 0
 
-    def close(self) -> None:
+    def close(self, *, taker: bool = False) -> None:
+        """No more outcomes (``taker``: and nobody takes them any more)."""
         self.closed = True
         self._send.close()
+        if taker:
+            self.outcomes.close()
 
     def sizes_read(self, size: int) -> None:
         self._sizes.append(size)

@@ -8,15 +8,14 @@ whose chunks share one queue, so several maps run at once.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
 import os
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Self, TypeVar, final
+from typing import Any, Final, Generic, Self, TypeVar, final
 
 import anyio
 import anyio.abc
@@ -63,6 +62,7 @@ class _Slot:
         self.tasks_done = 0
         self.in_flight: list[Chunk] = []  # sent, not answered: the first is running
         self.culprits: dict[int, Chunk] = {}  # per child that died: the chunk it ran
+        self.idle = anyio.Event()  # set (and replaced) each time nothing is in flight
 
 
 class Pool:
@@ -190,13 +190,13 @@ class Pool:
 
     def imap(
         self, fn: Callable[..., T], items: Iterable[Any] | Any, **options: Any
-    ) -> AsyncIterator[T]:
+    ) -> MapIterator[T]:
         """``fn(item)`` for each item, on the workers: the results in order, as they come."""
         return self._each(fn, items, options)
 
     def imap_unordered(
         self, fn: Callable[..., T], items: Iterable[Any] | Any, **options: Any
-    ) -> AsyncIterator[T]:
+    ) -> MapIterator[T]:
         """Like :meth:`imap`, the results as they complete."""
         return self._each(fn, items, options, ordered=False)
 
@@ -225,34 +225,15 @@ class Pool:
         self, fn: Any, items: Any, options: dict[str, Any], **how: Any
     ) -> list[Any]:
         results: list[Any] = []
-        return_exceptions = options.get("return_exceptions", False)
-        dones = self._dones(fn, items, options, **how)
-        async with contextlib.aclosing(dones):
-            async for done in dones:
-                values = done.values
-                if done.errors:
-                    if not return_exceptions:
-                        raise next(iter(done.errors.values()))
-                    values = list(values)
-                    for position, error in done.errors.items():
-                        values[position] = error
+        with self._start(fn, items, options, **how) as outcomes:
+            while (values := await outcomes.next_chunk()) is not None:
                 results.extend(values)
         return results
 
-    async def _each(
-        self, fn: Any, items: Any, options: dict[str, Any], **how: Any
-    ) -> AsyncIterator[Any]:
-        return_exceptions = options.get("return_exceptions", False)
-        dones = self._dones(fn, items, options, **how)
-        async with contextlib.aclosing(dones):
-            async for done in dones:
-                for position, value in enumerate(done.values):
-                    error = done.errors.get(position)
-                    if error is not None and not return_exceptions:
-                        raise error
-                    yield error if error is not None else value
+    def _each(self, fn: Any, items: Any, options: dict[str, Any], **how: Any) -> MapIterator[Any]:
+        return self._start(fn, items, options, **how)
 
-    async def _dones(
+    def _start(
         self,
         fn: Any,
         items: Any,
@@ -261,8 +242,8 @@ class Pool:
         star: bool = False,
         ordered: bool = True,
         mode: str | None = None,
-    ) -> AsyncGenerator[Done, None]:
-        """One map: its chunks' ends, in order (or as they come)."""
+    ) -> MapIterator[Any]:
+        """Start one map: its reader runs, its results come through the iterator."""
         if self._state != "running" or self._task_group is None:
             raise WorkerStopped(
                 f"pool {self.name!r} is {self._state}; use it inside `async with corral.Pool()`"
@@ -286,17 +267,8 @@ class Pool:
             retries,
             _length(items),
         )
-        # (the reader runs in the pool's task group: a task group inside this
-        # generator would break when its consumer leaves it from another task)
         self._task_group.start_soon(self._read, batch, items, star)
-        try:
-            async for done in _in_order(batch, ordered):
-                yield done
-        finally:
-            batch.reader.cancel()
-            self._discard(batch)
-        if batch.error is not None:
-            raise batch.error
+        return MapIterator(self, batch, ordered, options.get("return_exceptions", False))
 
     async def _read(self, batch: Batch, items: Any, star: bool) -> None:
         with batch.reader:
@@ -315,7 +287,7 @@ class Pool:
         """A map left early: its chunks not yet sent are dropped."""
         for chunk in [c for c in self._queue if c.batch is batch]:
             self._queue.remove(chunk)
-        batch.close()
+        batch.close(taker=True)
 
     # -- the workers -------------------------------------------------------------------
 
@@ -342,6 +314,8 @@ class Pool:
             slot.known.add(batch.key)
             request = (batch.key, blob, batch.mode, chunk.items)
             limit = None if batch.timeout is None else batch.timeout * len(chunk.items)
+            while limit is not None and slot.in_flight:  # timed from its start: alone
+                await slot.idle.wait()
             slot.in_flight.append(chunk)  # (the first is the one running)
             try:
                 with anyio.move_on_after(limit) as waiting:
@@ -349,6 +323,9 @@ class Pool:
             finally:
                 running = slot.in_flight[0]
                 slot.in_flight.remove(chunk)
+                if not slot.in_flight:
+                    slot.idle.set()
+                    slot.idle = anyio.Event()
             if waiting.cancelled_caught:
                 self._timed_out(slot, chunk, limit)
                 return
@@ -399,6 +376,7 @@ class Pool:
 
     def _timed_out(self, slot: _Slot, chunk: Chunk, limit: float | None) -> None:
         self._counts["timeouts"] += 1
+        slot.culprits[id(slot.messenger)] = chunk  # (not what waited behind it)
         child = slot.service.child
         if child is not None:  # its work cannot be stopped otherwise: a new worker comes
             child.kill()
@@ -419,21 +397,88 @@ class Pool:
         chunk.batch.fail(chunk, error)
 
 
-async def _in_order(batch: Batch, ordered: bool) -> AsyncIterator[Done]:
-    """The batch's chunks' ends, in order or as they come; each taken frees its room."""
-    waiting: dict[int, Done] = {}
-    next_start = 0
-    async for done in batch.outcomes:
-        if not ordered:
-            batch.taken(len(done.values))
-            yield done
-            continue
-        waiting[done.start] = done
-        while next_start in waiting:
-            ready = waiting.pop(next_start)
-            next_start += len(ready.values)
-            batch.taken(len(ready.values))
-            yield ready
+class MapIterator(Generic[T]):
+    """The results of one map: ``async for result in pool.imap(...)``.
+
+    Leaving it early (``break``, an error, being dropped) stops the map: no
+    more items are read, and chunks not yet sent are not run.
+    """
+
+    def __init__(self, pool: Pool, batch: Batch, ordered: bool, return_exceptions: bool) -> None:
+        self._pool = pool
+        self._batch = batch
+        self._ordered = ordered
+        self._return_exceptions = return_exceptions
+        self._waiting: dict[int, Done] = {}
+        self._next_start = 0
+        self._values: deque[Any] = deque()
+        self._closed = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        while not self._values:
+            values = await self.next_chunk()
+            if values is None:
+                raise StopAsyncIteration
+            self._values.extend(values)
+        value: T = self._values.popleft()
+        return value
+
+    async def next_chunk(self) -> list[Any] | None:
+        """The next chunk's results (errors raised, or in place); None at the end."""
+        done = await self._next_done()
+        if done is None:
+            self.close()
+            if self._batch.error is not None:
+                raise self._batch.error
+            return None
+        if not done.errors:
+            return done.values
+        if not self._return_exceptions:
+            self.close()
+            raise next(iter(done.errors.values()))
+        values = list(done.values)
+        for position, error in done.errors.items():
+            values[position] = error
+        return values
+
+    async def _next_done(self) -> Done | None:
+        batch = self._batch
+        while True:
+            ready = self._waiting.pop(self._next_start, None)
+            if ready is not None:
+                self._next_start += len(ready.values)
+                batch.taken(len(ready.values))
+                return ready
+            try:
+                done = await batch.outcomes.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                return None
+            if not self._ordered:
+                batch.taken(len(done.values))
+                return done
+            self._waiting[done.start] = done
+
+    def close(self) -> None:
+        """Stop the map (what is in flight ends unseen)."""
+        if not self._closed:
+            self._closed = True
+            self._batch.reader.cancel()
+            self._pool._discard(self._batch)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _mode(fn: Any, star: bool) -> str:
@@ -467,7 +512,7 @@ class StarPool:
     async def map(self, fn: Callable[..., T], items: Any, **options: Any) -> list[T]:
         return await self._pool.starmap(fn, items, **options)
 
-    def imap(self, fn: Callable[..., T], items: Any, **options: Any) -> AsyncIterator[T]:
+    def imap(self, fn: Callable[..., T], items: Any, **options: Any) -> MapIterator[T]:
         return self._pool._each(fn, items, options, star=True)
 
     def imap_unordered(self, fn: Callable[..., T], items: Any, **options: Any) -> AsyncIterator[T]:

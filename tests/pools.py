@@ -1,0 +1,51 @@
+"""Functions the pool tests run in worker processes (importable by the workers)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import anyio
+import anyio.lowlevel
+
+import corral
+
+
+def double(x: int) -> int:
+    return x * 2
+
+
+def crash_on(x: int, bad: int = 7) -> int:
+    if x == bad:
+        os._exit(3)
+    return x
+
+
+def sleep_on(x: int, slow: int = 3) -> int:
+    if x == slow:
+        time.sleep(60)
+    return x
+
+
+def fail_on(x: int) -> int:
+    if x == 5:
+        raise KeyError(x)
+    return x
+
+
+async def adouble(x: int) -> int:
+    await anyio.lowlevel.checkpoint()
+    return x * 2
+
+
+class Square(corral.Process):
+    runs = 1
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def run(self) -> None:
+        self.x = self.x * self.x
+
+    def result(self) -> int:
+        return self.x

@@ -1,0 +1,95 @@
+"""corral.Pool: the map family on worker processes, crashes, timeouts, backpressure."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+
+import corral
+from tests.pools import Square, adouble, crash_on, double, fail_on, sleep_on
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_map_family_gives_results_in_order_or_as_completed() -> None:
+    async with corral.Pool(2) as pool:
+        assert await pool.map(double, range(1000)) == [x * 2 for x in range(1000)]
+        assert await pool.map(lambda x: x + 1, range(5)) == [1, 2, 3, 4, 5]  # a lambda
+        assert [x async for x in pool.imap(double, range(50))] == [x * 2 for x in range(50)]
+        unordered = [x async for x in pool.imap_unordered(double, range(50))]
+        assert sorted(unordered) == [x * 2 for x in range(50)]
+        assert await pool.starmap(pow, [(2, 3), (3, 2)]) == [8, 9]
+        assert await pool.star().map(pow, [(2, 5)]) == [32]
+        assert await pool.submit(pow, 2, 10) == 1024
+        awaited: list[Any] = await pool.map(adouble, range(5))  # (typed: issue 6 to do)
+        assert awaited == [0, 2, 4, 6, 8]
+        processes: list[Any] = await pool.map(Square, range(5))
+        assert processes == [0, 1, 4, 9, 16]
+
+
+async def test_an_item_that_fails_raises_naming_it_or_is_collected() -> None:
+    async with corral.Pool(2) as pool:
+        with pytest.raises(KeyError) as caught:
+            await pool.map(fail_on, range(10))
+        assert "(item 5 of the map)" in caught.value.__notes__
+        results: list[Any] = await pool.map(fail_on, range(10), return_exceptions=True)
+        assert isinstance(results[5], KeyError)
+        assert results[:5] == [0, 1, 2, 3, 4]
+
+
+async def test_a_worker_killed_mid_map_fails_only_its_item_and_is_replaced() -> None:
+    async with corral.Pool(2) as pool:
+        with anyio.fail_after(30):
+            results: list[Any] = await pool.map(crash_on, range(100), return_exceptions=True)
+        assert isinstance(results[7], corral.WorkerCrashed)
+        assert "(item 7 of the map)" in results[7].__notes__
+        assert [r for i, r in enumerate(results) if i != 7] == [x for x in range(100) if x != 7]
+        assert await pool.map(double, range(10)) == [x * 2 for x in range(10)]  # goes on
+        assert pool.statistics().restarts >= 1
+
+
+async def test_an_item_past_its_timeout_is_killed_with_its_worker() -> None:
+    async with corral.Pool(2) as pool:
+        with anyio.fail_after(30):
+            results: list[Any] = await pool.map(
+                sleep_on, range(6), timeout=0.5, return_exceptions=True
+            )
+        assert isinstance(results[3], corral.ProcessTimeout)
+        assert [r for i, r in enumerate(results) if i != 3] == [0, 1, 2, 4, 5]
+        assert pool.statistics().timeouts == 1
+
+
+async def test_an_infinite_input_is_read_only_as_far_as_results_are_taken() -> None:
+    async with corral.Pool(2) as pool:
+        taken = []
+        async for value in pool.imap(double, itertools.count()):
+            taken.append(value)
+            if len(taken) == 1000:
+                break
+        assert taken == [x * 2 for x in range(1000)]
+        assert pool.statistics().submitted < 200_000  # read ahead within a window
+
+
+async def test_leaving_the_block_leaves_no_process() -> None:
+    async with corral.Pool(2) as pool:
+        await pool.map(double, range(10))
+        assert len(psutil.Process().children(recursive=True)) >= 2
+    assert psutil.Process().children(recursive=True) == []
+
+
+async def test_bad_input_is_refused_with_what_to_pass() -> None:
+    with pytest.raises(ValueError, match="workers="):
+        corral.Pool(0)
+    async with corral.Pool(1) as pool:
+        with pytest.raises(TypeError, match="iterable"):
+            await pool.map(double, 5)
+        with pytest.raises(TypeError, match="tuples of arguments"):
+            await pool.starmap(pow, [1, 2])
+        with pytest.raises(ValueError, match="chunksize="):
+            await pool.map(double, [1], chunksize=0)
+        with pytest.raises(TypeError, match="unknown option"):
+            await pool.map(double, [1], chunk=3)
