@@ -49,3 +49,18 @@ class Square(corral.Process):
 
     def result(self) -> int:
         return self.x
+
+
+def pid_of(x: int) -> int:
+    return os.getpid()
+
+
+def slow(x: int) -> int:
+    time.sleep(0.05)
+    return x
+
+
+async def numbers(n: int):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        await anyio.lowlevel.checkpoint()
+        yield i

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from typing import Any
 
 import anyio
@@ -10,7 +11,17 @@ import psutil
 import pytest
 
 import corral
-from tests.pools import Square, adouble, crash_on, double, fail_on, sleep_on
+from tests.pools import (
+    Square,
+    adouble,
+    crash_on,
+    double,
+    fail_on,
+    numbers,
+    pid_of,
+    sleep_on,
+    slow,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -93,3 +104,44 @@ async def test_bad_input_is_refused_with_what_to_pass() -> None:
             await pool.map(double, [1], chunksize=0)
         with pytest.raises(TypeError, match="unknown option"):
             await pool.map(double, [1], chunk=3)
+
+
+async def test_a_supervisor_owns_a_pool_whose_workers_are_its_children() -> None:
+    async with corral.Supervisor() as sup:
+        pool = sup.pool(2)
+        assert await pool.map(double, range(100)) == [x * 2 for x in range(100)]
+        names = {child.name for child in sup.statistics().children}
+        assert len(names) == 2
+    assert psutil.Process().children(recursive=True) == []
+
+
+async def test_max_tasks_per_worker_recycles_workers() -> None:
+    async with corral.Pool(1, max_tasks_per_worker=10) as pool:
+        pids = await pool.map(pid_of, range(40), chunksize=5)
+    assert len(set(pids)) >= 4  # a new worker every 10 tasks
+    assert pids[:10] == [pids[0]] * 10
+
+
+async def test_an_item_that_will_not_pickle_is_named() -> None:
+    async with corral.Pool(1) as pool:
+        with pytest.raises(corral.SerializationError) as caught:
+            await pool.map(double, [1, 2, threading.Lock(), 4])
+        assert "(item 2 of the map)" in caught.value.__notes__
+        with pytest.raises(corral.SerializationError, match="function will not pickle"):
+            lock = threading.Lock()
+            await pool.map(lambda x: lock, [1])
+
+
+async def test_an_async_iterable_is_mapped() -> None:
+    async with corral.Pool(2) as pool:
+        assert await pool.map(double, numbers(100)) == [x * 2 for x in range(100)]
+
+
+async def test_a_cancelled_map_stops_reading_and_the_pool_goes_on() -> None:
+    async with corral.Pool(2) as pool:
+        with anyio.move_on_after(0.3):
+            await pool.map(slow, itertools.count())
+        submitted = pool.statistics().submitted
+        assert submitted < 1000  # it stopped reading the endless input
+        assert await pool.map(double, range(10)) == [x * 2 for x in range(10)]
+    assert psutil.Process().children(recursive=True) == []

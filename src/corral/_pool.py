@@ -113,6 +113,7 @@ class Pool:
         self._shutdown_timeout = shutdown_timeout
         self._slots: list[_Slot] = []
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._own_group: anyio.abc.TaskGroup | None = None
         self._forker: Forker | None = None
         self._queue: deque[Chunk] = deque()
         self._queued = anyio.Event()
@@ -132,47 +133,67 @@ class Pool:
             raise RuntimeError("a Pool is used for one `async with` block; create another")
         group = anyio.create_task_group()
         await group.__aenter__()
-        self._task_group = group
-        self._forker = Forker(group, child_env)
+        self._own_group = group
         try:
-            for number in range(self.workers):
-                service = Service(
-                    "function",
-                    serve_pool,
-                    (),
-                    {},
-                    name=f"{self.name}-{number + 1}",
-                    restart="on-failure",
-                    max_restarts=1_000_000,  # a worker lost to an item is always replaced
-                    restart_window=1.0,
-                    startup_timeout=self._startup_timeout,
-                )
-                service.forker = self._forker
-                slot = _Slot(service)
-                self._slots.append(slot)
-                group.start_soon(service.run, name=f"corral-pool:{service.name}")
-                for _ in range(DEPTH):
-                    group.start_soon(self._drive, slot, name=f"corral-pool-driver:{service.name}")
+            forker = Forker(group, child_env)  # the pool's zygote: replacements fork fast
+            self.open(group, forker, lambda service: None)
         except BaseException:
             group.cancel_scope.cancel()
             await group.__aexit__(None, None, None)
             raise
-        self._state = "running"
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    def open(
+        self,
+        group: anyio.abc.TaskGroup,
+        forker: Forker,
+        register: Callable[[Service], None],
+    ) -> None:
+        """Start the workers in ``group`` (a supervisor's, or the pool's own)."""
+        if self._state != "new":
+            raise RuntimeError("a Pool is used for one `async with` block; create another")
+        self._task_group, self._forker = group, forker
+        for number in range(self.workers):
+            service = Service(
+                "function",
+                serve_pool,
+                (),
+                {},
+                name=f"{self.name}-{number + 1}",
+                restart="on-failure",
+                max_restarts=1_000_000,  # a worker lost to an item is always replaced
+                restart_window=1.0,
+                startup_timeout=self._startup_timeout,
+            )
+            service.forker = forker
+            register(service)
+            slot = _Slot(service)
+            self._slots.append(slot)
+            group.start_soon(service.run, name=f"corral-pool:{service.name}")
+            for _ in range(DEPTH):
+                group.start_soon(self._drive, slot, name=f"corral-pool-driver:{service.name}")
+        self._state = "running"
+
+    async def aclose(self) -> None:
+        """Close the workers (those still busy after ``shutdown_timeout`` are killed)."""
+        if self._state in ("closing", "closed"):
+            return
         self._state = "closing"
-        group, forker = self._task_group, self._forker
-        assert group is not None
-        assert forker is not None
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as closing:
                 for slot in self._slots:
                     closing.start_soon(slot.service.aclose, self._shutdown_timeout)
+        self._state = "closed"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        group, forker = self._own_group, self._forker
+        assert group is not None
+        assert forker is not None
+        await self.aclose()
+        with anyio.CancelScope(shield=True):
             await forker.aclose()
         group.cancel_scope.cancel()
         await group.__aexit__(None, None, None)
-        self._state = "closed"
 
     # -- the map family --------------------------------------------------------------
 
@@ -303,6 +324,7 @@ class Pool:
 
     async def _run_chunk(self, slot: _Slot, chunk: Chunk) -> None:
         batch = chunk.batch
+        running = chunk  # (until it is known which chunk the worker was running)
         self._counts["chunks"] += 1
         service = slot.service
         try:
@@ -334,6 +356,9 @@ class Pool:
             self._requeue(chunk)
             return
         except (WorkerCrashed, WorkerStopped, anyio.BrokenResourceError) as error:
+            if service.closing:  # the pool (or its supervisor) is closing: no retry
+                batch.fail(chunk, WorkerStopped(f"pool {self.name!r} closed: {error}"))
+                return
             culprit = slot.culprits.setdefault(id(slot.messenger), running)
             if chunk is culprit:
                 self._lost(chunk, error)
@@ -343,7 +368,12 @@ class Pool:
         except SerializationError as error:  # an item, or a result, will not pickle
             self._unpicklable(chunk, error)
             return
+        self._finished(slot, chunk, reply)
+
+    def _finished(self, slot: _Slot, chunk: Chunk, reply: Any) -> None:
+        """A chunk answered: its results to its batch, and the worker's count of tasks."""
         results, errors, seconds = reply
+        batch = chunk.batch
         batch.timed(len(chunk.items), seconds)
         batch.deliver(chunk, results, errors)
         self._counts["completed"] += len(results) - len(errors)
@@ -351,8 +381,10 @@ class Pool:
         slot.tasks_done += len(chunk.items)
         if self._max_tasks is not None and slot.tasks_done >= self._max_tasks:
             slot.tasks_done = 0
-            if service.child is not None:  # recycled: the restart policy brings a new one
-                service.child.kill()
+            child = slot.service.child
+            if child is not None:  # recycled: the restart policy brings a new one
+                slot.culprits[id(slot.messenger)] = chunk  # (nothing behind it is to blame)
+                child.kill()
 
     def _requeue(self, chunk: Chunk) -> None:
         self._queue.appendleft(chunk)

@@ -17,6 +17,7 @@ from ._eventloop import LoopHandle
 from ._forker import Forker
 from ._hooks import HookResults, Hooks
 from ._lifetime import ProxyStatistics
+from ._pool import Pool
 from ._scheduler import IntervalWorker, Scheduler
 from ._service import Service
 from ._spawn import child_env
@@ -272,6 +273,35 @@ class Supervisor(WorkerStarter):
             logger.error("supervisor %r: worker %r also failed", self.name, name, exc_info=error)
         if self._state == "running" and self._body is not None:
             self._body.cancel()
+
+    def pool(
+        self,
+        workers: int | None = None,
+        *,
+        max_tasks_per_worker: int | None = None,
+        name: str | None = None,
+        startup_timeout: float = 30.0,
+    ) -> Pool:
+        """A :class:`~corral.Pool` owned by this supervisor, its workers among its children.
+
+        The workers are forked from the supervisor's zygote and closed with
+        the other children when the block ends.
+        """
+        runtime = self._running()
+        assert self._forker is not None
+        pool = Pool(
+            workers,
+            max_tasks_per_worker=max_tasks_per_worker,
+            startup_timeout=startup_timeout,
+            shutdown_timeout=self.shutdown_timeout,
+            name=self._unique_name(name, Pool) if name else self._unique_name(None, Pool),
+        )
+        pool.open(runtime.task_group, self._forker, self._register_pool_worker)
+        return pool
+
+    def _register_pool_worker(self, service: Service) -> None:
+        service.name = self._unique_name(service.name, None)
+        self._children[service.name] = service
 
     # -- starting workers (the public ways are in WorkerStarter) ------------------
 
