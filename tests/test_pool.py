@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import threading
 from typing import Any
@@ -11,6 +12,7 @@ import psutil
 import pytest
 
 import corral
+from corral._progress import ProgressBar
 from tests.pools import (
     Square,
     adouble,
@@ -145,3 +147,22 @@ async def test_a_cancelled_map_stops_reading_and_the_pool_goes_on() -> None:
         assert submitted < 1000  # it stopped reading the endless input
         assert await pool.map(double, range(10)) == [x * 2 for x in range(10)]
     assert psutil.Process().children(recursive=True) == []
+
+
+def test_the_progress_bar_shows_done_total_rate_and_eta() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar("pool", 200, stream)
+    bar.advance(50)
+    line = bar.line()
+    assert "50/200" in line
+    assert "25.0%" in line
+    assert "ETA" in line
+    assert "/s" in line
+    assert stream.getvalue() == ""  # not a terminal: nothing drawn
+    bar.advance(150)
+    assert "in 0:0" in bar.line()  # done: the time it took
+
+
+async def test_progress_on_a_map_changes_nothing_without_a_terminal() -> None:
+    async with corral.Pool(2) as pool:
+        assert await pool.map(double, range(100), progress=True) == [x * 2 for x in range(100)]

@@ -26,6 +26,7 @@ from ._forker import Forker
 from ._messenger import Messenger
 from ._poolworker import TASKS, UnknownFunction, serve_pool
 from ._process import Process
+from ._progress import ProgressBar
 from ._service import Service
 from ._spawn import child_env
 from ._wire import dumps_inband
@@ -269,11 +270,17 @@ class Pool:
             raise WorkerStopped(
                 f"pool {self.name!r} is {self._state}; use it inside `async with corral.Pool()`"
             )
-        unknown = set(options) - {"chunksize", "timeout", "retries", "return_exceptions"}
+        unknown = set(options) - {
+            "chunksize",
+            "timeout",
+            "retries",
+            "return_exceptions",
+            "progress",
+        }
         if unknown:
             raise TypeError(
                 f"unknown option {sorted(unknown)[0]!r}; a map takes chunksize=, timeout=, "
-                "retries= and return_exceptions="
+                "retries=, return_exceptions= and progress="
             )
         chunksize, timeout = options.get("chunksize"), options.get("timeout")
         retries = options.get("retries", 0)
@@ -289,7 +296,8 @@ class Pool:
             _length(items),
         )
         self._task_group.start_soon(self._read, batch, items, star)
-        return MapIterator(self, batch, ordered, options.get("return_exceptions", False))
+        bar = ProgressBar(self.name, batch.length) if options.get("progress") else None
+        return MapIterator(self, batch, ordered, options.get("return_exceptions", False), bar)
 
     async def _read(self, batch: Batch, items: Any, star: bool) -> None:
         with batch.reader:
@@ -436,8 +444,16 @@ class MapIterator(Generic[T]):
     more items are read, and chunks not yet sent are not run.
     """
 
-    def __init__(self, pool: Pool, batch: Batch, ordered: bool, return_exceptions: bool) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        batch: Batch,
+        ordered: bool,
+        return_exceptions: bool,
+        bar: ProgressBar | None = None,
+    ) -> None:
         self._pool = pool
+        self._bar = bar
         self._batch = batch
         self._ordered = ordered
         self._return_exceptions = return_exceptions
@@ -461,6 +477,8 @@ class MapIterator(Generic[T]):
     async def next_chunk(self) -> list[Any] | None:
         """The next chunk's results (errors raised, or in place); None at the end."""
         done = await self._next_done()
+        if self._bar is not None and done is not None:
+            self._bar.advance(len(done.values), self._batch.length)
         if done is None:
             self.close()
             if self._batch.error is not None:
@@ -497,6 +515,8 @@ class MapIterator(Generic[T]):
         """Stop the map (what is in flight ends unseen)."""
         if not self._closed:
             self._closed = True
+            if self._bar is not None:
+                self._bar.finish()
             self._batch.reader.cancel()
             self._pool._discard(self._batch)
 
