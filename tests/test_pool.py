@@ -38,7 +38,7 @@ async def test_the_map_family_gives_results_in_order_or_as_completed() -> None:
         assert await pool.starmap(pow, [(2, 3), (3, 2)]) == [8, 9]
         assert await pool.star().map(pow, [(2, 5)]) == [32]
         assert await pool.submit(pow, 2, 10) == 1024
-        awaited: list[Any] = await pool.map(adouble, range(5))  # (typed: issue 6 to do)
+        awaited: list[int] = await pool.map(adouble, range(5))  # (typed: the awaited result)
         assert awaited == [0, 2, 4, 6, 8]
         processes: list[Any] = await pool.map(Square, range(5))
         assert processes == [0, 1, 4, 9, 16]

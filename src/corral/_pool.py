@@ -13,9 +13,9 @@ import logging
 import math
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Generic, Self, TypeVar, final
+from typing import Any, Final, Generic, Self, TypeVar, final, overload
 
 import anyio
 import anyio.abc
@@ -198,10 +198,26 @@ class Pool:
 
     # -- the map family --------------------------------------------------------------
 
+    @overload
+    async def map(
+        self, fn: Callable[..., Coroutine[Any, Any, T]], items: Iterable[Any] | Any, **options: Any
+    ) -> list[T]: ...
+    @overload
     async def map(
         self, fn: Callable[..., T], items: Iterable[Any] | Any, **options: Any
-    ) -> list[T]:
-        """``[fn(item) for item in items]``, run on the workers; the results in order."""
+    ) -> list[T]: ...
+    async def map(self, fn: Any, items: Iterable[Any] | Any, **options: Any) -> list[Any]:
+        """``[fn(item) for item in items]``, run on the workers; the results in order.
+
+        An ``async def`` is awaited on the worker; a :class:`~corral.Process`
+        class is built from each item and run to its result. Options:
+        ``chunksize`` (items per request; chosen from how long items take),
+        ``timeout`` (seconds per item: one that overruns is killed with its
+        worker, and raises :class:`~corral.ProcessTimeout`), ``retries``
+        (for items that failed by a crash or a timeout), ``return_exceptions``
+        (errors in place of results, instead of raising the first),
+        ``progress`` (a bar on a terminal).
+        """
         return await self._collect(fn, items, options)
 
     async def starmap(
@@ -210,15 +226,33 @@ class Pool:
         """``[fn(*item) for item in items]`` (each item a tuple), run on the workers."""
         return await self._collect(fn, items, options, star=True)
 
+    @overload
+    def imap(
+        self, fn: Callable[..., Coroutine[Any, Any, T]], items: Iterable[Any] | Any, **options: Any
+    ) -> MapIterator[T]: ...
+    @overload
     def imap(
         self, fn: Callable[..., T], items: Iterable[Any] | Any, **options: Any
-    ) -> MapIterator[T]:
-        """``fn(item)`` for each item, on the workers: the results in order, as they come."""
+    ) -> MapIterator[T]: ...
+    def imap(self, fn: Any, items: Iterable[Any] | Any, **options: Any) -> MapIterator[Any]:
+        """``fn(item)`` for each item, on the workers: the results in order, as they come.
+
+        The items are read ahead only as far as the results are taken (an
+        endless iterator is fine). Options as for :meth:`map`.
+        """
         return self._each(fn, items, options)
 
+    @overload
+    def imap_unordered(
+        self, fn: Callable[..., Coroutine[Any, Any, T]], items: Iterable[Any] | Any, **options: Any
+    ) -> MapIterator[T]: ...
+    @overload
     def imap_unordered(
         self, fn: Callable[..., T], items: Iterable[Any] | Any, **options: Any
-    ) -> MapIterator[T]:
+    ) -> MapIterator[T]: ...
+    def imap_unordered(
+        self, fn: Any, items: Iterable[Any] | Any, **options: Any
+    ) -> MapIterator[Any]:
         """Like :meth:`imap`, the results as they complete."""
         return self._each(fn, items, options, ordered=False)
 
@@ -567,7 +601,7 @@ class StarPool:
     def imap(self, fn: Callable[..., T], items: Any, **options: Any) -> MapIterator[T]:
         return self._pool._each(fn, items, options, star=True)
 
-    def imap_unordered(self, fn: Callable[..., T], items: Any, **options: Any) -> AsyncIterator[T]:
+    def imap_unordered(self, fn: Callable[..., T], items: Any, **options: Any) -> MapIterator[T]:
         return self._pool._each(fn, items, options, star=True, ordered=False)
 
 
