@@ -34,6 +34,7 @@ bench: bytecode
 	$(BIN)/python benchmarks/crash.py
 	$(BIN)/python benchmarks/control_loop.py
 	$(BIN)/python benchmarks/process.py
+	$(BIN)/python benchmarks/pool.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -20,7 +20,8 @@ import anyio
 
 from ._answers import rebuild_failure
 
-TARGET_SECONDS: Final = 0.005  # a chunk's work, once items have been timed
+TARGET_SECONDS: Final = 0.02  # a chunk's work, once items have been timed
+FLOOR_SECONDS: Final = 0.001  # the least work of a chunk near the end (a round trip's worth)
 FIRST_CHUNKS: Final = 1  # items per chunk before anything has been timed
 MAX_CHUNK: Final = 100_000
 
@@ -97,9 +98,11 @@ class Batch:
             return 1
         if self.per_item is None:
             return FIRST_CHUNKS
-        size = int(TARGET_SECONDS / max(self.per_item, 1e-9))
-        if self.length is not None:  # several chunks per worker, so the end is even
-            size = min(size, math.ceil((self.length - self.read) / (4 * self.workers)))
+        per_item = max(self.per_item, 1e-9)
+        size = int(TARGET_SECONDS / per_item)
+        if self.length is not None:  # several chunks per worker, so the end is even...
+            share = math.ceil((self.length - self.read) / (4 * self.workers))
+            size = min(size, max(share, int(FLOOR_SECONDS / per_item)))  # ...but not tiny
         return max(1, min(size, MAX_CHUNK))
 
     def timed(self, items: int, seconds: float) -> None:

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEPTH: Final = 2  # chunks in flight per worker: one running, one waiting
+KEPT_FUNCTIONS: Final = 64  # pickled functions remembered, to send each once per worker
 
 
 @final
@@ -119,6 +120,7 @@ class Pool:
         self._queue: deque[Chunk] = deque()
         self._queued = anyio.Event()
         self._keys = itertools.count()
+        self._blob_keys: dict[bytes, int] = {}
         self._counts = dict.fromkeys(
             ("submitted", "completed", "failed", "retried", "crashes", "timeouts", "chunks"), 0
         )
@@ -319,9 +321,10 @@ class Pool:
         chunksize, timeout = options.get("chunksize"), options.get("timeout")
         retries = options.get("retries", 0)
         _check_options(fn, chunksize, timeout, retries)
+        blob = _pickled(fn)
         batch = Batch(
-            next(self._keys),
-            _pickled(fn),
+            self._key(blob),
+            blob,
             mode or _mode(fn, star),
             self.workers,
             chunksize,
@@ -332,6 +335,16 @@ class Pool:
         self._task_group.start_soon(self._read, batch, items, star)
         bar = ProgressBar(self.name, batch.length) if options.get("progress") else None
         return MapIterator(self, batch, ordered, options.get("return_exceptions", False), bar)
+
+    def _key(self, blob: bytes) -> int:
+        """The function's key: the same pickle, the same key (workers keep it: sent once)."""
+        key = self._blob_keys.pop(blob, None)
+        if key is None:
+            key = next(self._keys)
+        self._blob_keys[blob] = key  # (most recent last)
+        while len(self._blob_keys) > KEPT_FUNCTIONS:
+            del self._blob_keys[next(iter(self._blob_keys))]
+        return key
 
     async def _read(self, batch: Batch, items: Any, star: bool) -> None:
         with batch.reader:
