@@ -64,3 +64,8 @@ async def numbers(n: int):  # type: ignore[no-untyped-def]
     for i in range(n):
         await anyio.lowlevel.checkpoint()
         yield i
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

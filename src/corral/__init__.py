@@ -10,6 +10,7 @@ import logging
 
 from ._answers import Request as Request
 from ._control import ControlLoop as ControlLoop
+from ._dask import DaskBackend as DaskBackend
 from ._errors import CloseRequested as CloseRequested
 from ._errors import CorralError as CorralError
 from ._errors import HooksFailed as HooksFailed
@@ -38,6 +39,7 @@ from ._lifetime import ProxyStatistics as ProxyStatistics
 from ._loophost import ControlLoopProxy as ControlLoopProxy
 from ._loopstats import ControlLoopStatistics as ControlLoopStatistics
 from ._loopstats import Percentiles as Percentiles
+from ._mapiter import MapIterator as MapIterator
 from ._messenger import Messenger as Messenger
 from ._pool import Pool as Pool
 from ._pool import PoolStatistics as PoolStatistics
@@ -80,6 +82,7 @@ __all__ = [
     "ControlLoopProxy",
     "ControlLoopStatistics",
     "CorralError",
+    "DaskBackend",
     "EventWorker",
     "HookResults",
     "Hooks",
@@ -87,6 +90,7 @@ __all__ = [
     "IntervalWorker",
     "Job",
     "LoopWorker",
+    "MapIterator",
     "Messenger",
     "OnFinishError",
     "Percentiles",

@@ -34,6 +34,7 @@ class Chunk:
     start: int  # the index of the first item
     items: list[Any]
     attempts: int = 0  # failed attempts so far (crashes, timeouts)
+    suspect: bool = False  # was near a crash: runs alone next, to see if it is to blame
 
 
 @dataclass(eq=False)
@@ -57,6 +58,7 @@ class Batch:
     timeout: float | None
     retries: int
     length: int | None = None  # known up front (a sized iterable), else once read
+    target: float = TARGET_SECONDS  # a chunk's work, once items have been timed
     read: int = 0  # items read so far
     done: int = 0  # items ended so far
     failed: int = 0
@@ -99,7 +101,7 @@ class Batch:
         if self.per_item is None:
             return FIRST_CHUNKS
         per_item = max(self.per_item, 1e-9)
-        size = int(TARGET_SECONDS / per_item)
+        size = int(self.target / per_item)
         if self.length is not None:  # several chunks per worker, so the end is even...
             share = math.ceil((self.length - self.read) / (4 * self.workers))
             size = min(size, max(share, int(FLOOR_SECONDS / per_item)))  # ...but not tiny

@@ -60,10 +60,10 @@ async def serve_pool(messenger: Messenger) -> None:
                     request.fail(UnknownFunction(key))
                     return
                 fn = functions[key] = pickle.loads(blob)
-            if mode.startswith("process") or inspect.iscoroutinefunction(fn):
+            if runs_async(fn, mode):
                 tasks.start_soon(_answer_async, request, fn, mode, items)
             else:
-                request.reply(_run_sync(fn, mode, items))
+                request.reply(run_sync(fn, mode, items))
 
         messenger.handle_requests(TASKS, handle)
         with contextlib.suppress(CloseRequested, Exception):
@@ -71,7 +71,8 @@ async def serve_pool(messenger: Messenger) -> None:
         tasks.cancel_scope.cancel()
 
 
-def _run_sync(fn: Any, mode: str, items: list[Any]) -> tuple[list[Any], list[Any], float]:
+def run_sync(fn: Any, mode: str, items: list[Any]) -> tuple[list[Any], list[Any], float]:
+    """A chunk's calls, one after another: ``(results, errors, seconds)``."""
     began = perf_counter()
     results: list[Any] = []
     errors: list[tuple[int, Any]] = []
@@ -97,6 +98,16 @@ def _run_sync(fn: Any, mode: str, items: list[Any]) -> tuple[list[Any], list[Any
 
 
 async def _answer_async(request: Request, fn: Any, mode: str, items: list[Any]) -> None:
+    request.reply(await run_async(fn, mode, items))
+
+
+def runs_async(fn: Any, mode: str) -> bool:
+    """Whether ``fn``'s calls are awaited (an ``async def``, or a Process run to its end)."""
+    return mode.startswith("process") or inspect.iscoroutinefunction(fn)
+
+
+async def run_async(fn: Any, mode: str, items: list[Any]) -> tuple[list[Any], list[Any], float]:
+    """A chunk's calls awaited one by one: ``(results, errors, seconds)``."""
     began = perf_counter()
     results: list[Any] = []
     errors: list[tuple[int, Any]] = []
@@ -106,7 +117,7 @@ async def _answer_async(request: Request, fn: Any, mode: str, items: list[Any]) 
         except Exception as error:
             errors.append((len(results), failure_payload(error)))
             results.append(None)
-    request.reply((results, errors, perf_counter() - began))
+    return results, errors, perf_counter() - began
 
 
 async def _call_async(fn: Any, mode: str, item: Any) -> Any:

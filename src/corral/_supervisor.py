@@ -12,6 +12,7 @@ import anyio
 import anyio.abc
 from anyio.abc import TaskGroup
 
+from ._dask import DaskBackend
 from ._errors import HooksFailed, SupervisorNotRunning, WorkerFailed
 from ._eventloop import LoopHandle
 from ._forker import Forker
@@ -95,6 +96,7 @@ class Supervisor(WorkerStarter):
         self._state: SupervisorState = "new"
         self._workers: dict[str, Worker] = {}
         self._children: dict[str, Service] = {}
+        self._pools: list[Pool] = []
         self._name_counts: dict[str, int] = {}
         self._failure: WorkerFailed | None = None
         self._runtime: Runtime | None = None
@@ -182,6 +184,8 @@ class Supervisor(WorkerStarter):
             with anyio.CancelScope(shield=True):
                 self._task_group.cancel_scope.cancel()
                 await self._workers_gone.wait()
+                for pool in self._pools:  # (a Dask client; local workers closed as children)
+                    await pool.aclose()
                 if self._forker is not None:
                     await self._forker.aclose()
             for worker in workers:
@@ -278,6 +282,7 @@ class Supervisor(WorkerStarter):
         self,
         workers: int | None = None,
         *,
+        backend: DaskBackend | None = None,
         max_tasks_per_worker: int | None = None,
         name: str | None = None,
         startup_timeout: float = 30.0,
@@ -285,18 +290,23 @@ class Supervisor(WorkerStarter):
         """A :class:`~corral.Pool` owned by this supervisor, its workers among its children.
 
         The workers are forked from the supervisor's zygote and closed with
-        the other children when the block ends.
+        the other children when the block ends. With a
+        :class:`~corral.DaskBackend` the client connects in the background
+        (maps wait for it, and fail with the reason if it cannot) and is
+        closed when the block ends.
         """
         runtime = self._running()
         assert self._forker is not None
         pool = Pool(
             workers,
+            backend=backend,
             max_tasks_per_worker=max_tasks_per_worker,
             startup_timeout=startup_timeout,
             shutdown_timeout=self.shutdown_timeout,
             name=self._unique_name(name, Pool) if name else self._unique_name(None, Pool),
         )
         pool.open(runtime.task_group, self._forker, self._register_pool_worker)
+        self._pools.append(pool)
         return pool
 
     def _register_pool_worker(self, service: Service) -> None:
