@@ -36,6 +36,11 @@ def test_demo_json_summary_shows_every_worker_stopped() -> None:
     job = summary["process"]  # the archiver: a Process told every batch
     assert job["readings"] == summary["counts"]["flushed"]  # none lost
     assert job["closed"] is True  # stop() -> on_finish() -> result()
+    pool = summary["pool"]  # a map with one item that kills its worker, then tiny calls
+    assert pool["crashed_items"] == [123]
+    assert pool["analysed"] == pool["windows"] - 1
+    assert pool["restarts"] >= 1
+    assert pool["conversions_per_s"] > 0
 
 
 def test_demo_prints_status_lines_and_a_summary() -> None:
@@ -43,6 +48,7 @@ def test_demo_prints_status_lines_and_a_summary() -> None:
     assert done.returncode == 0, done.stderr
     assert "[  1s] readings" in done.stdout
     assert "every worker stopped cleanly" in done.stdout
+    assert "window 123 killed its worker" in done.stdout
     assert "threads left behind: 0" in done.stdout
 
 

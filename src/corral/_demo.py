@@ -7,8 +7,10 @@ told each batch (one of its runs fails and is retried); a flaky uplink fails
 now and then and is handled by ``on_error``; a calibration service runs in a
 child process behind a proxy, is killed half-way and restarted; a 1 kHz
 control loop holds a simulated room at a setpoint on a core of its own; and
-a fleet of interval workers shows what one shared timer does at scale. Every
-second a status line; at the end, a summary of figures.
+a fleet of interval workers shows what one shared timer does at scale; at
+the end a pool of worker processes analyses windows of readings (one of
+them kills its worker; the map goes on) with a progress bar. Every second a
+status line; at the end, a summary of figures.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from . import (
     run,
 )
 from ._demo_loop import Stabilizer, loop_core, loop_line, loop_summary
+from ._demo_pool import pool_demo, pool_line
 from ._demo_process import Archiver, archive_summary, process_line
 from ._run import uvloop_available
 
@@ -194,6 +197,7 @@ async def _plant(  # noqa: PLR0915
                         f"{await stabilizer.get('setpoint'):.0f} C)",
                         flush=True,
                     )
+        pool_figures = await pool_demo(sup, live)
         service["burst"] = await _burst(calibrator)
         flush.stop()  # the archiver's feed first, then the archiver
         await flush.wait_stopped()
@@ -236,6 +240,7 @@ async def _plant(  # noqa: PLR0915
         "service": service,
         "control_loop": loop_figures,
         "process": archived,
+        "pool": pool_figures,
         "all_stopped": all(w.state.value == "stopped" for w in workers),
         "shutdown": shutdown_log,
         "left_running": {
@@ -344,6 +349,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     if s["control_loop"]:
         print(loop_line(s["control_loop"]))
     print(process_line(s["process"]))
+    print(pool_line(s["pool"]))
     print(f"process: CPU {s['cpu_pct']}% of one core, RSS {s['rss_mb']} MB")
     left = s["left_running"]
     print(
