@@ -69,3 +69,44 @@ async def numbers(n: int):  # type: ignore[no-untyped-def]
 def nap(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+class Refuses(corral.Process):
+    """A Process whose constructor refuses item 3."""
+
+    runs = 1
+
+    def __init__(self, x: int) -> None:
+        if x == 3:
+            raise ValueError(f"no {x}")
+        self.x = x
+
+    def run(self) -> None:
+        pass
+
+    def result(self) -> int:
+        return self.x
+
+
+def crash_once(path: str, x: int) -> int:
+    """os._exit the first time item 4 runs (a file remembers), then answer."""
+    if x == 4 and not os.path.exists(path):
+        with open(path, "w"):
+            pass
+        os._exit(5)
+    return x
+
+
+def _refuse_loading() -> None:
+    raise ValueError("this function cannot be loaded in a worker")
+
+
+class Unloadable:
+    """Pickles in the host; unpickling it (in a worker) raises."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return _refuse_loading, ()
+
+
+def with_unloadable(unloadable: object, x: int) -> int:
+    return x

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
+import operator
 import threading
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -14,15 +17,19 @@ import pytest
 import corral
 from corral._progress import ProgressBar
 from tests.pools import (
+    Refuses,
     Square,
+    Unloadable,
     adouble,
     crash_on,
+    crash_once,
     double,
     fail_on,
     numbers,
     pid_of,
     sleep_on,
     slow,
+    with_unloadable,
 )
 
 pytestmark = pytest.mark.anyio
@@ -166,3 +173,69 @@ def test_the_progress_bar_shows_done_total_rate_and_eta() -> None:
 async def test_progress_on_a_map_changes_nothing_without_a_terminal() -> None:
     async with corral.Pool(2) as pool:
         assert await pool.map(double, range(100), progress=True) == [x * 2 for x in range(100)]
+
+
+async def test_a_process_class_whose_constructor_raises_names_the_item() -> None:
+    async with corral.Pool(1) as pool:
+        with pytest.raises(ValueError, match="no 3") as caught:
+            await pool.map(Refuses, range(6))
+        assert "(item 3 of the map)" in caught.value.__notes__
+        results: list[Any] = await pool.map(Refuses, range(5), return_exceptions=True)
+        assert results[:3] == [0, 1, 2]
+        assert isinstance(results[3], ValueError)
+        assert results[4] == 4
+
+
+async def test_an_item_lost_to_a_crash_is_retried(tmp_path: Path) -> None:
+    marker = str(tmp_path / "crashed")
+    async with corral.Pool(2) as pool:
+        with anyio.fail_after(30):
+            results = await pool.map(functools.partial(crash_once, marker), range(10), retries=1)
+        assert results == list(range(10))
+        stats = pool.statistics()
+    assert stats.crashes >= 1
+    assert stats.retried == 1
+    assert stats.failed == 0
+    assert stats.completed == 10
+
+
+async def test_concurrent_maps_keep_their_own_results() -> None:
+    async with corral.Pool(2) as pool:
+        got: dict[int, list[int]] = {}
+
+        async def one(k: int) -> None:
+            got[k] = await pool.map(functools.partial(operator.add, k * 1000), range(300))
+
+        async with anyio.create_task_group() as maps:
+            for k in range(5):
+                maps.start_soon(one, k)
+    assert got == {k: [k * 1000 + x for x in range(300)] for k in range(5)}
+
+
+async def test_results_by_chunk_and_a_loop_left_early_stops_the_map() -> None:
+    async with corral.Pool(2) as pool:
+        taken = [len(c) async for c in pool.imap_unordered(double, range(5000)).chunks()]
+        assert sum(taken) == 5000
+        with pool.imap(double, itertools.count()) as results:
+            async for value in results:
+                if value == 200:
+                    break
+        read = pool.statistics().submitted
+        assert await pool.map(double, range(3)) == [0, 2, 4]  # goes on
+        assert pool.statistics().submitted == read + 3  # the endless map read no more
+
+
+async def test_functions_a_worker_forgot_are_sent_again() -> None:
+    async with corral.Pool(1) as pool:
+        first = functools.partial(operator.add, -1)
+        assert await pool.map(first, [1]) == [0]
+        for k in range(70):  # more than a worker keeps
+            assert await pool.map(functools.partial(operator.add, k), [1]) == [1 + k]
+        assert await pool.map(first, [5]) == [4]
+
+
+async def test_a_function_that_cannot_be_loaded_in_a_worker_fails_its_map() -> None:
+    async with corral.Pool(1) as pool:
+        with pytest.raises(ValueError, match="cannot be loaded"):
+            await pool.map(functools.partial(with_unloadable, Unloadable()), range(3))
+        assert await pool.map(double, [2]) == [4]

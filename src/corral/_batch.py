@@ -175,7 +175,9 @@ async def read_items(batch: Batch, items: Any, put: Any, star: bool) -> None:
                     "a pool maps over an iterable or an async iterable; got "
                     f"{type(items).__name__}"
                 ) from None
-            while chunk := list(itertools.islice(iterator, batch.next_size())):
+            while not batch.closed and (
+                chunk := list(itertools.islice(iterator, batch.next_size()))
+            ):
                 await _put(batch, chunk, put, star)
     except Exception as error:
         batch.close_input(error)
@@ -184,7 +186,7 @@ async def read_items(batch: Batch, items: Any, put: Any, star: bool) -> None:
 
 
 async def _read_async(batch: Batch, iterator: Any, put: Any, star: bool) -> None:
-    while True:
+    while not batch.closed:
         chunk: list[Any] = []
         for _ in range(batch.next_size()):
             try:
@@ -205,6 +207,8 @@ async def _put(batch: Batch, items: list[Any], put: Any, star: bool) -> None:
                     f"{batch.read + position} is {type(item).__name__}: {item!r}"
                 )
     await batch.window.acquire()
+    if batch.closed:  # (left while this waited for room)
+        return
     start = batch.read
     batch.read += len(items)
     batch.sizes_read(len(items))

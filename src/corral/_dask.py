@@ -18,7 +18,6 @@ import logging
 import math
 import pickle
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -30,7 +29,7 @@ from ._batch import Chunk
 from ._chunks import ChunkQueue
 from ._errors import ProcessTimeout, SerializationError, WorkerCrashed, WorkerStopped
 from ._forker import Forker
-from ._poolworker import run_async, run_sync, runs_async
+from ._poolworker import Functions, run_async, run_sync, runs_async
 from ._service import Service
 from ._wire import dumps_inband
 
@@ -38,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 DEPTH: Final = 2  # chunks in flight per cluster thread: one running, one waiting
 TARGET_SECONDS: Final = 0.1  # a chunk's work: a Dask task costs a millisecond or more
-KEPT_FUNCTIONS: Final = 64  # functions each worker keeps unpickled, by key
 REFRESH_SECONDS: Final = 1.0  # how often the cluster's thread count is read again
 
 
@@ -268,16 +266,12 @@ class DaskBackend:
 
 # -- on the cluster's workers ----------------------------------------------------------
 
-_functions: OrderedDict[str, Any] = OrderedDict()
+_functions = Functions()
 
 
 def run_chunk(key: str, blob: bytes, mode: str, items: bytes) -> bytes | str:
     """A chunk on a Dask worker: the pickled reply, or why a result would not pickle."""
-    fn = _functions.get(key)
-    if fn is None:
-        fn = _functions[key] = pickle.loads(blob)
-        while len(_functions) > KEPT_FUNCTIONS:
-            _functions.popitem(last=False)
+    fn = _functions.get(key, blob)
     values = pickle.loads(items)
     if runs_async(fn, mode):
         # A loop of its own, in a fresh context: the worker's thread may carry the

@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Self, TypeVar, final, overload
+from typing import Any, Self, TypeVar, final, overload
 
 import anyio
 import anyio.abc
@@ -26,6 +26,7 @@ from ._errors import SerializationError, WorkerStopped
 from ._forker import Forker
 from ._mapapi import MapFamily
 from ._mapiter import MapIterator
+from ._poolworker import KEPT_FUNCTIONS
 from ._poolworkers import LocalWorkers
 from ._process import Process
 from ._progress import ProgressBar
@@ -36,7 +37,6 @@ from ._wire import dumps_inband
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-KEPT_FUNCTIONS: Final = 64  # pickled functions remembered, to send each once per worker
 
 
 @final

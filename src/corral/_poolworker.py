@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import pickle
+from collections import OrderedDict
+from collections.abc import Hashable
 from time import perf_counter
 from typing import Any, Final
 
@@ -27,6 +29,7 @@ from ._lifecycle import run_cycle
 from ._messenger import Messenger
 
 TASKS: Final = "__corral_tasks__"
+KEPT_FUNCTIONS: Final = 64  # functions a worker keeps unpickled (the host keeps their keys)
 CONTROL: Final = "__corral_pool_control__"
 
 
@@ -47,19 +50,41 @@ class _NoLink:
         pass
 
 
+class Functions:
+    """Functions unpickled by key: the :data:`KEPT_FUNCTIONS` most recently used."""
+
+    def __init__(self) -> None:
+        self._functions: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def get(self, key: Hashable, blob: bytes | None) -> Any:
+        """The function of ``key`` (unpickled from ``blob`` if new); None: not kept, no blob."""
+        fn = self._functions.get(key)
+        if fn is not None:
+            self._functions.move_to_end(key)
+            return fn
+        if blob is None:
+            return None
+        fn = self._functions[key] = pickle.loads(blob)
+        while len(self._functions) > KEPT_FUNCTIONS:
+            self._functions.popitem(last=False)
+        return fn
+
+
 async def serve_pool(messenger: Messenger) -> None:
     """Answer chunks of calls until the host closes this worker."""
-    functions: dict[int, Any] = {}
+    functions = Functions()
     async with anyio.create_task_group() as tasks:
 
         def handle(request: Request) -> None:
             key, blob, mode, items = request.value
-            fn = functions.get(key)
-            if fn is None:
-                if blob is None:
-                    request.fail(UnknownFunction(key))
-                    return
-                fn = functions[key] = pickle.loads(blob)
+            try:
+                fn = functions.get(key, blob)
+            except Exception as error:  # (say, a module it needs is not importable here)
+                request.fail(error)
+                return
+            if fn is None:  # forgotten (or a new worker): the host sends it again
+                request.fail(UnknownFunction(key))
+                return
             if runs_async(fn, mode):
                 tasks.start_soon(_answer_async, request, fn, mode, items)
             else:

@@ -20,7 +20,7 @@ from ._chunks import ChunkQueue
 from ._errors import ProcessTimeout, SerializationError, WorkerCrashed, WorkerStopped
 from ._forker import Forker
 from ._messenger import Messenger
-from ._poolworker import TASKS, UnknownFunction, serve_pool
+from ._poolworker import KEPT_FUNCTIONS, TASKS, UnknownFunction, serve_pool
 from ._service import Service
 
 DEPTH: Final = 2  # chunks in flight per worker: one running, one waiting
@@ -38,6 +38,15 @@ class _Slot:
         self.in_flight: list[Chunk] = []  # sent, not answered: the first is running
         self.culprits: dict[int, Chunk] = {}  # per child that died: the chunk it ran
         self.idle = anyio.Event()  # set (and replaced) each time nothing is in flight
+
+    def answered(self, chunk: Chunk) -> Chunk:
+        """``chunk`` is no longer in flight; the one that was running until now."""
+        running = self.in_flight[0]
+        self.in_flight.remove(chunk)
+        if not self.in_flight:
+            self.idle.set()
+            self.idle = anyio.Event()
+        return running
 
 
 class LocalWorkers:
@@ -117,6 +126,8 @@ class LocalWorkers:
                 slot.messenger, slot.known = messenger, set()
                 slot.culprits.clear()
             blob = None if batch.key in slot.known else batch.blob
+            if len(slot.known) > 2 * KEPT_FUNCTIONS:  # (the worker forgets old ones too)
+                slot.known.clear()
             slot.known.add(batch.key)
             request = (batch.key, blob, batch.mode, chunk.items)
             limit = None if batch.timeout is None else batch.timeout * len(chunk.items)
@@ -127,11 +138,7 @@ class LocalWorkers:
                 with anyio.move_on_after(limit) as waiting:
                     reply = await messenger.request(request, channel=TASKS)
             finally:
-                running = slot.in_flight[0]
-                slot.in_flight.remove(chunk)
-                if not slot.in_flight:
-                    slot.idle.set()
-                    slot.idle = anyio.Event()
+                running = slot.answered(chunk)
             if waiting.cancelled_caught:
                 assert limit is not None
                 self._kill(slot, chunk)  # its work cannot be stopped otherwise
@@ -153,6 +160,9 @@ class LocalWorkers:
             return
         except SerializationError as error:  # an item, or a result, will not pickle
             chunks.unpicklable(chunk, error)
+            return
+        except Exception as error:  # the worker could not take the chunk (its function)
+            chunks.fail(chunk, error)
             return
         chunks.finished(chunk, reply)
         slot.tasks_done += len(chunk.items)
