@@ -24,6 +24,7 @@ TARGET_SECONDS: Final = 0.02  # a chunk's work, once items have been timed
 FLOOR_SECONDS: Final = 0.001  # the least work of a chunk near the end (a round trip's worth)
 FIRST_CHUNKS: Final = 1  # items per chunk before anything has been timed
 MAX_CHUNK: Final = 100_000
+ASYNC_READ_AHEAD: Final = 1_000  # items taken from an async iterable before they are chunked
 
 
 @dataclass(eq=False)
@@ -35,6 +36,13 @@ class Chunk:
     items: list[Any]
     attempts: int = 0  # failed attempts so far (crashes, timeouts)
     suspect: bool = False  # was near a crash: runs alone next, to see if it is to blame
+
+    def cut(self, size: int) -> tuple[Chunk, Chunk]:
+        """The first ``size`` items, and the rest: two chunks."""
+        return (
+            Chunk(self.batch, self.start, self.items[:size], self.attempts, self.suspect),
+            Chunk(self.batch, self.start + size, self.items[size:], self.attempts, self.suspect),
+        )
 
 
 @dataclass(eq=False)
@@ -59,6 +67,7 @@ class Batch:
     retries: int
     length: int | None = None  # known up front (a sized iterable), else once read
     target: float = TARGET_SECONDS  # a chunk's work, once items have been timed
+    concurrent: bool = False  # its calls are awaited: a worker runs two chunks at once
     read: int = 0  # items read so far
     done: int = 0  # items ended so far
     failed: int = 0
@@ -145,12 +154,16 @@ class Batch:
             self.close()
 
     def close_input(self, error: BaseException | None = None) -> None:
-        """No more items (``error``: reading them failed, and the map ends with it now)."""
+        """No more items (``error``: reading them failed; raised after the items read)."""
         self.length = self.read
         self.error = error
-        if error is not None:
-            self.close()
         self._check_ended()
+
+    def abort(self, error: BaseException) -> None:
+        """End now with ``error`` (the pool closed): what is in flight ends unseen."""
+        if not self.closed:
+            self.error = error
+            self.close()
 
 
 def _copy(error: BaseException) -> BaseException:
@@ -186,16 +199,39 @@ async def read_items(batch: Batch, items: Any, put: Any, star: bool) -> None:
 
 
 async def _read_async(batch: Batch, iterator: Any, put: Any, star: bool) -> None:
-    while not batch.closed:
-        chunk: list[Any] = []
-        for _ in range(batch.next_size()):
+    """A chunk goes as soon as an item is there; it takes what else is ready, up to a size.
+
+    (Waiting for a full chunk would hang a stream whose next item waits for a result.)
+    A task of its own reads the items, so that a chunk never waits on the iterator.
+    """
+    send, ready = anyio.create_memory_object_stream[Any](ASYNC_READ_AHEAD)
+    broken: list[BaseException] = []
+
+    async def pump() -> None:
+        with send:
             try:
-                chunk.append(await anext(iterator))
-            except StopAsyncIteration:
-                if chunk:
-                    await _put(batch, chunk, put, star)
-                return
-        await _put(batch, chunk, put, star)
+                async for item in iterator:
+                    await send.send(item)
+            except Exception as error:
+                broken.append(error)
+
+    async with anyio.create_task_group() as reading, ready:
+        reading.start_soon(pump)
+        while not batch.closed:
+            try:
+                chunk = [await ready.receive()]
+            except anyio.EndOfStream:
+                break
+            size = batch.next_size()
+            while len(chunk) < size:
+                try:
+                    chunk.append(ready.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            await _put(batch, chunk, put, star)
+        reading.cancel_scope.cancel()
+    if broken:
+        raise broken[0]
 
 
 async def _put(batch: Batch, items: list[Any], put: Any, star: bool) -> None:

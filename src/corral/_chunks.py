@@ -7,6 +7,7 @@ reports back through it: results, a crash to blame on an item, a retry.
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -29,6 +30,17 @@ class ChunkQueue:
         self._queue: deque[Chunk] = deque()
         self._queued = anyio.Event()
         self.counts = dict.fromkeys(COUNTS, 0)
+        self._batches: weakref.WeakSet[Batch] = weakref.WeakSet()  # maps not yet ended
+
+    def started(self, batch: Batch) -> None:
+        self._batches.add(batch)
+
+    def abort_all(self, error: BaseException) -> None:
+        """The pool closed: every map still running ends with ``error``, nothing more runs."""
+        self._queue.clear()
+        for batch in list(self._batches):
+            batch.reader.cancel()
+            batch.abort(error)
 
     async def put(self, chunk: Chunk) -> None:
         self.counts["submitted"] += len(chunk.items)

@@ -95,7 +95,8 @@ class DaskBackend:
         self._client: Any = None
         self._error: BaseException | None = None
         self._connected = anyio.Event()
-        self._closed = anyio.Event()
+        self._serving: anyio.CancelScope | None = None  # the task that connects and sends
+        self._served = anyio.Event()
         self._token = uuid.uuid4().hex  # this pool's keys, apart from other pools' on the cluster
         self._in_flight = 0
         self._alone = False  # a suspect is running: nothing else is sent
@@ -123,6 +124,7 @@ class DaskBackend:
                 "corral.run() or anyio's asyncio backend, not trio"
             )
         self._opened = True
+        self._serving = anyio.CancelScope()
         self._name, self._chunks = name, chunks
         group.start_soon(self._serve, name=f"corral-dask:{name}")
 
@@ -132,7 +134,10 @@ class DaskBackend:
             raise self._error
 
     async def aclose(self) -> None:
-        self._closed.set()
+        if self._serving is not None:  # no chunk is sent from now on; those in flight are
+            self._serving.cancel()  # cancelled
+            with anyio.CancelScope(shield=True):
+                await self._served.wait()
         client, self._client = self._client, None
         if client is not None:  # (a cluster Dask started for us closes with it)
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
@@ -175,6 +180,15 @@ class DaskBackend:
     async def _serve(self) -> None:
         """Connect, then hand chunks to the cluster (a task, for the pool's lifetime)."""
         try:
+            assert self._serving is not None
+            with self._serving:
+                await self._send_chunks()
+        finally:
+            self._connected.set()
+            self._served.set()
+
+    async def _send_chunks(self) -> None:
+        try:
             client = await self._connect()
         except Exception as error:
             self._error = error
@@ -186,7 +200,12 @@ class DaskBackend:
             running.start_soon(self._refresh, client)
             while True:
                 chunk = await self._chunks.take()
-                room = 1 if chunk.suspect else DEPTH * self.workers  # a suspect runs alone
+                if chunk.suspect:  # it runs alone
+                    room = 1
+                elif chunk.batch.timeout is not None:  # timed from its sending: none waits
+                    room = self.workers
+                else:
+                    room = DEPTH * self.workers
                 while self._in_flight >= room or self._alone:
                     await self._freed.wait()
                 self._in_flight += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, Self, TypeVar
 
@@ -39,6 +40,7 @@ class MapIterator(Generic[T]):
         self._waiting: dict[int, Done] = {}
         self._next_start = 0
         self._current: Iterator[Any] = iter(())  # the chunk being handed out
+        self._failed: BaseException | None = None  # to raise once what came before is taken
         self._closed = False
 
     def __aiter__(self) -> AsyncIterator[T]:
@@ -63,16 +65,16 @@ class MapIterator(Generic[T]):
                 return value  # type: ignore[no-any-return]
         raise StopAsyncIteration
 
-    async def chunks(self) -> AsyncIterator[list[T]]:
+    def chunks(self) -> AsyncIterator[list[T]]:
         """The results a chunk at a time (what is left of the current one first)."""
-        left = list(self._current)
-        if left:
-            yield left
-        while (values := await self.next_chunk()) is not None:
-            yield values
+        return _Chunks(self)
 
     async def next_chunk(self) -> list[Any] | None:
         """The next chunk's results (errors raised, or in place); None at the end."""
+        if self._failed is not None:  # (after the results before it)
+            error, self._failed = self._failed, None
+            self.close()
+            raise error
         done = await self._next_done()
         if done is None:
             self.close()
@@ -83,9 +85,12 @@ class MapIterator(Generic[T]):
             self._bar.advance(len(done.values), self._batch.length)
         if not done.errors:
             return done.values
-        if not self._return_exceptions:
-            self.close()
-            raise next(iter(done.errors.values()))
+        if not self._return_exceptions:  # the results before the first error, then it
+            first = min(done.errors)
+            self._failed = done.errors[first]
+            if first == 0:
+                return await self.next_chunk()
+            return done.values[:first]
         values = list(done.values)
         for position, error in done.errors.items():
             values[position] = error
@@ -127,4 +132,25 @@ class MapIterator(Generic[T]):
         self.close()
 
     def __del__(self) -> None:
-        self.close()
+        with contextlib.suppress(Exception):  # (its event loop may be gone)
+            self.close()
+
+
+class _Chunks(Generic[T]):
+    """``async for results in iterator.chunks()``: lists of results."""
+
+    def __init__(self, iterator: MapIterator[T]) -> None:
+        self._iterator = iterator
+        self._left: list[T] = list(iterator._current)  # what the current chunk has left
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> list[T]:
+        if self._left:
+            left, self._left = self._left, []
+            return left
+        values = await self._iterator.next_chunk()
+        if values is None:
+            raise StopAsyncIteration
+        return values

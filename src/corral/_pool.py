@@ -26,7 +26,7 @@ from ._errors import SerializationError, WorkerStopped
 from ._forker import Forker
 from ._mapapi import MapFamily
 from ._mapiter import MapIterator
-from ._poolworker import KEPT_FUNCTIONS
+from ._poolworker import KEPT_FUNCTIONS, runs_async
 from ._poolworkers import LocalWorkers
 from ._process import Process
 from ._progress import ProgressBar
@@ -171,6 +171,7 @@ class Pool(MapFamily):
         self._state = "closing"
         with anyio.CancelScope(shield=True):
             await self._backend.aclose()
+        self._chunks.abort_all(WorkerStopped(f"pool {self.name!r} closed during the map"))
         self._state = "closed"
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -201,6 +202,8 @@ class Pool(MapFamily):
         return StarPool(self)
 
     @overload
+    async def submit(self, fn: type[Process], /, *args: Any, **kwargs: Any) -> Any: ...
+    @overload
     async def submit(
         self, fn: Callable[..., Coroutine[Any, Any, T]], /, *args: Any, **kwargs: Any
     ) -> T: ...
@@ -208,7 +211,8 @@ class Pool(MapFamily):
     async def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
     async def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` on a worker: its result, or what it raised."""
-        with self._start(fn, [(args, kwargs)], {}, star=False, mode="apply") as outcome:
+        mode = "process-apply" if _mode(fn, False) == "process" else "apply"
+        with self._start(fn, [(args, kwargs)], {}, star=False, mode=mode) as outcome:
             results = await outcome.next_chunk()
         assert results is not None
         return results[0]
@@ -255,6 +259,8 @@ class Pool(MapFamily):
             _length(items),
             target=self._backend.target_seconds,
         )
+        batch.concurrent = runs_async(fn, batch.mode)
+        self._chunks.started(batch)
         self._task_group.start_soon(self._read, batch, items, star)
         bar = ProgressBar(self.name, batch.length) if options.get("progress") else None
         return MapIterator(

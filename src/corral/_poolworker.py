@@ -6,7 +6,8 @@ first time this worker sees ``key`` (``None`` after); ``mode`` says how an
 item becomes a call: ``"call"`` ``fn(item)``, ``"star"`` ``fn(*item)``,
 ``"apply"`` ``fn(*args, **kwargs)`` from ``item = (args, kwargs)``,
 ``"process"`` ``fn(item)`` (a :class:`~corral.Process` class, run to its
-result), ``"process-star"`` the same with ``fn(*item)``. The reply is
+result), ``"process-star"`` the same with ``fn(*item)``, ``"process-apply"``
+with ``fn(*args, **kwargs)``. The reply is
 ``(results, errors, seconds)``: a result per item (None where it failed),
 ``[(position, failure payload), ...]``, and the time the chunk took.
 """
@@ -147,7 +148,10 @@ async def run_async(fn: Any, mode: str, items: list[Any]) -> tuple[list[Any], li
 
 async def _call_async(fn: Any, mode: str, item: Any) -> Any:
     if mode.startswith("process"):
-        process = fn(*item) if mode == "process-star" else fn(item)
+        if mode == "process-apply":
+            process = fn(*item[0], **item[1])
+        else:
+            process = fn(*item) if mode == "process-star" else fn(item)
         outcome = await run_cycle(process, _NoLink())
         if outcome.error is not None:
             raise outcome.error

@@ -9,6 +9,7 @@ runs again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Final
 
@@ -28,25 +29,35 @@ TARGET_SECONDS: Final = 0.02  # a chunk's work, once items have been timed
 
 
 class _Slot:
-    """One worker: its service, and which functions its current child has been sent."""
+    """One worker: its service, and what its current child has been sent."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
-        self.known: set[int] = set()
-        self.messenger: Messenger | None = None
-        self.tasks_done = 0
-        self.in_flight: list[Chunk] = []  # sent, not answered: the first is running
-        self.culprits: dict[int, Chunk] = {}  # per child that died: the chunk it ran
+        self.messenger: Messenger | None = None  # the current child's
+        self.known: set[int] = set()  # functions the current child has been sent
+        self.sent = 0  # items sent to the current child
+        self.in_flight: list[Chunk] = []  # sent, not answered (sync: the first is running)
+        self.alone = False  # a suspect is in flight: nothing is sent beside it
         self.idle = anyio.Event()  # set (and replaced) each time nothing is in flight
+        # Per child that died: the chunks in flight then, the ones to blame.
+        self.crowds: dict[Messenger, list[Chunk]] = {}
+        self.killed: Messenger | None = None  # the child ended on purpose (its messenger)
+        self.replace = False  # ended on purpose: start the next one at once, no back-off
 
-    def answered(self, chunk: Chunk) -> Chunk:
-        """``chunk`` is no longer in flight; the one that was running until now."""
-        running = self.in_flight[0]
+    def new_child(self, messenger: Messenger) -> None:
+        self.messenger, self.known, self.sent = messenger, set(), 0
+        while len(self.crowds) > 4:  # (old children's failures are all handled by now)
+            del self.crowds[next(iter(self.crowds))]
+
+    def answered(self, chunk: Chunk) -> list[Chunk]:
+        """``chunk`` is no longer in flight; what was in flight with it (it included)."""
+        crowd = list(self.in_flight)
         self.in_flight.remove(chunk)
         if not self.in_flight:
+            self.alone = False
             self.idle.set()
             self.idle = anyio.Event()
-        return running
+        return crowd
 
 
 class LocalWorkers:
@@ -94,6 +105,7 @@ class LocalWorkers:
             service.forker = forker
             register(service)
             slot = _Slot(service)
+            service.relaunch = functools.partial(self._relaunch, slot)
             self._slots.append(slot)
             group.start_soon(service.run, name=f"corral-pool:{service.name}")
             for _ in range(DEPTH):
@@ -116,47 +128,75 @@ class LocalWorkers:
         while True:
             await self._run_chunk(slot, await self._chunks.take())
 
+    def _relaunch(self, slot: _Slot) -> bytes | None:
+        """A child we ended (timeout, recycling) is replaced at once, not as a crash."""
+        if slot.replace:
+            slot.replace = False
+            return slot.service.target
+        return None
+
+    async def _ready(self, slot: _Slot, chunk: Chunk) -> Messenger:
+        """Wait until ``chunk`` may go to ``slot``'s child: that child's messenger."""
+        while True:
+            service, messenger = slot.service, slot.service.messenger
+            full = self._max_tasks is not None and slot.sent >= self._max_tasks
+            if (
+                messenger is None
+                or messenger is slot.killed
+                or (messenger is slot.messenger and full)
+            ):
+                messenger = await service.connected(other_than=messenger)
+            if messenger is not slot.messenger:  # a new child: it knows no function yet
+                slot.new_child(messenger)
+            alone = chunk.suspect or chunk.batch.timeout is not None  # (timed from its start)
+            if not (slot.alone or (alone and slot.in_flight)):
+                return messenger
+            await slot.idle.wait()
+
     async def _run_chunk(self, slot: _Slot, chunk: Chunk) -> None:
         batch, chunks = chunk.batch, self._chunks
-        running = chunk  # (until it is known which chunk the worker was running)
-        service = slot.service
+        crowd, messenger = [chunk], None
         try:
-            messenger = service.messenger or await service.connected()
-            if messenger is not slot.messenger:  # a new child: it knows no function yet
-                slot.messenger, slot.known = messenger, set()
-                slot.culprits.clear()
+            messenger = await self._ready(slot, chunk)
+            if self._max_tasks is not None:  # never more items to a child than its share
+                room = self._max_tasks - slot.sent
+                if len(chunk.items) > room:
+                    chunk, rest = chunk.cut(room)
+                    chunks.requeue(rest)
+                slot.sent += len(chunk.items)
             blob = None if batch.key in slot.known else batch.blob
             if len(slot.known) > 2 * KEPT_FUNCTIONS:  # (the worker forgets old ones too)
                 slot.known.clear()
             slot.known.add(batch.key)
-            request = (batch.key, blob, batch.mode, chunk.items)
             limit = None if batch.timeout is None else batch.timeout * len(chunk.items)
-            while limit is not None and slot.in_flight:  # timed from its start: alone
-                await slot.idle.wait()
-            slot.in_flight.append(chunk)  # (the first is the one running)
+            slot.in_flight.append(chunk)
+            slot.alone = chunk.suspect
             try:
                 with anyio.move_on_after(limit) as waiting:
-                    reply = await messenger.request(request, channel=TASKS)
+                    reply = await messenger.request(
+                        (batch.key, blob, batch.mode, chunk.items), channel=TASKS
+                    )
             finally:
-                running = slot.answered(chunk)
+                crowd = slot.answered(chunk)
             if waiting.cancelled_caught:
                 assert limit is not None
                 self._kill(slot, chunk)  # its work cannot be stopped otherwise
-                chunks.timed_out(chunk, ProcessTimeout("item", float(limit), 0))
+                if len(chunk.items) > 1:  # which item overran? each runs alone, timed
+                    chunks.split(chunk)
+                else:
+                    chunks.timed_out(chunk, ProcessTimeout("item", float(limit), 0))
                 return
         except UnknownFunction:
             slot.known.discard(batch.key)
             chunks.requeue(chunk)
             return
         except (WorkerCrashed, WorkerStopped, anyio.BrokenResourceError) as error:
-            if service.closing:  # the pool (or its supervisor) is closing: no retry
+            if slot.service.closing:  # the pool (or its supervisor) is closing: no retry
                 chunks.fail(chunk, WorkerStopped(f"pool {self._name!r} closed: {error}"))
-                return
-            culprit = slot.culprits.setdefault(id(slot.messenger), running)
-            if chunk is culprit:
-                chunks.crashed(chunk, error)
-            else:  # it was waiting behind the one that took the worker down
-                chunks.requeue(chunk)
+            elif messenger is not None:
+                self._blame(slot.crowds.setdefault(messenger, crowd), chunk, error)
+            else:
+                chunks.requeue(chunk)  # (never sent)
             return
         except SerializationError as error:  # an item, or a result, will not pickle
             chunks.unpicklable(chunk, error)
@@ -165,14 +205,31 @@ class LocalWorkers:
             chunks.fail(chunk, error)
             return
         chunks.finished(chunk, reply)
-        slot.tasks_done += len(chunk.items)
-        if self._max_tasks is not None and slot.tasks_done >= self._max_tasks:
-            slot.tasks_done = 0
-            self._kill(slot, chunk)  # recycled: the restart policy brings a new one
+        if self._max_tasks is not None and slot.sent >= self._max_tasks and not slot.in_flight:
+            self._kill(slot, chunk)  # recycled: a new child comes at once
+
+    def _blame(self, crowd: list[Chunk], chunk: Chunk, error: BaseException) -> None:
+        """The child died with ``crowd`` in flight: is ``chunk`` to blame?"""
+        chunks = self._chunks
+        if chunk not in crowd:  # it was ended on purpose, for another chunk
+            chunks.requeue(chunk)
+        elif not any(c.batch.concurrent for c in crowd):  # one at a time: the first ran
+            if chunk is crowd[0]:
+                chunks.crashed(chunk, error)
+            else:
+                chunks.requeue(chunk)
+        elif len(crowd) == 1:  # it ran alone
+            chunks.crashed(chunk, error)
+        elif len(chunk.items) > 1:  # ran beside others: its items run alone, one by one
+            chunks.split(chunk)
+        else:
+            chunk.suspect = True
+            chunks.requeue(chunk)
 
     def _kill(self, slot: _Slot, chunk: Chunk) -> None:
-        """End ``slot``'s child for ``chunk``'s sake (what waited behind it is not to blame)."""
-        child = slot.service.child
-        if child is not None:
-            slot.culprits[id(slot.messenger)] = chunk
+        """End ``slot``'s child for ``chunk``'s sake (what was beside it is not to blame)."""
+        child, messenger = slot.service.child, slot.messenger
+        if child is not None and messenger is not None and messenger is not slot.killed:
+            slot.killed, slot.replace = messenger, True
+            slot.crowds[messenger] = [chunk]
             child.kill()

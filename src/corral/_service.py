@@ -315,12 +315,18 @@ class Service:
 
     # -- for proxies and owners ----------------------------------------------------------
 
-    async def connected(self) -> Messenger:
-        """The current child's messenger, waiting through a restart."""
+    @property
+    def target(self) -> bytes:
+        """The pickled target each start begins from (what ``relaunch`` may return)."""
+        return self._target
+
+    async def connected(self, other_than: Messenger | None = None) -> Messenger:
+        """The current child's messenger, waiting through a restart (and for one newer
+        than ``other_than``)."""
         while True:
             if self._closing:
                 raise self._stopped_error()
-            if self.messenger is not None:
+            if self.messenger is not None and self.messenger is not other_than:
                 return self.messenger
             if self._finished.is_set():
                 raise self.error or self._stopped_error()
