@@ -38,19 +38,45 @@ machine; the ratios are what count.
    time (median of 3 maps) and the bytes the host process wrote during the
    map (``wchar`` of ``/proc/self/io``: pipes and sockets written with
    ``write``, the way all of these send).
-4. **Dask crossover**: skipped: corral has no DaskBackend yet.
+4. **Dask crossover**: items that each busy-spin 0.1, 1, 10 or 100 ms
+   (``--dask-kind sleep``: ``time.sleep`` instead), as many as make ``N x
+   size / workers`` = ``--dask-seconds`` (1 s; 0.5 s with ``--quick``):
+   corral's local ``Pool(workers=2)`` against ``Pool(backend=DaskBackend(
+   cluster))`` on a ``distributed.LocalCluster(n_workers=2,
+   threads_per_worker=1, processes=True)`` (``--workers`` each; worker
+   processes, as the local pool's; the scheduler runs in the host process,
+   with the pool's own Dask client), and, for context, plain
+   Dask ``client.gather(client.map(fn, items, pure=False))`` (one task per
+   item, at most ``--dask-plain-items``, 1,000; 300 with ``--quick``; one
+   map). Efficiency = ideal / wall, ideal = N x size / workers (the median
+   wall of ``--dask-rounds`` maps, 3; 1 with ``--quick``, after a warm-up
+   map of a tenth of the items), and the local pool's throughput over the
+   DaskBackend's at each size. The crossover is the smallest size from
+   which (at it and every larger size measured) the DaskBackend reaches 90%
+   of the local pool's throughput. Start-up (creating the pool, and the
+   cluster, to the first result) is reported apart, with the processes left
+   once the cluster is closed (there should be none but multiprocessing's
+   resource tracker, which ends by itself), and so is the CPU time per
+   second of task work, in the host process (with Dask's scheduler) and in
+   the workers, with the cores the rest of the machine kept busy meanwhile:
+   a map during which other work kept more than a quarter of a core busy is
+   measured again once the machine is quiet (6 such maps a variant at most).
 
 Targets (issue 6): on tiny tasks corral at least 1.0x
 ``multiprocessing.Pool.map`` and at least 2x ProcessPoolExecutor and loky;
-on 1 ms tasks at least 90% efficiency. loky and aiomultiprocess are
-installed into the running interpreter's environment with pip when missing.
+on 1 ms tasks at least 90% efficiency; the Dask crossover is shown (no
+target: an INFO line). loky and aiomultiprocess are installed into the
+running interpreter's environment with pip when missing; Dask
+(``distributed``, ``pip install 'corral[dask]'``) is not: without it
+section 4 measures the local pool alone.
 corral and the async peers run on ``corral.run`` (uvloop when installed);
 ``multiprocessing`` and ProcessPoolExecutor use the platform's default start
 method (printed), loky its own.
 
-    python benchmarks/pool.py                  # everything (~65 s)
-    python benchmarks/pool.py --quick          # fewer rounds and items (~25 s)
+    python benchmarks/pool.py                  # everything (~2 min; section 4 ~50 s)
+    python benchmarks/pool.py --quick          # fewer rounds and items (~45 s)
     python benchmarks/pool.py --section tiny --json pool.json
+    python benchmarks/pool.py --section dask --quick  # the Dask crossover alone (~15 s)
     python benchmarks/pool.py --section tiny --profile /tmp/prof  # cProfile corral's maps
 """
 
@@ -62,6 +88,7 @@ import cProfile
 import functools
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -73,6 +100,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -94,12 +122,20 @@ BIG = 1_000_000  # bytes the closure of section 3 holds
 MP_TARGET = 1.0  # corral's tasks/s over multiprocessing.Pool.map's, at least
 CHUNKED_TARGET = 2.0  # corral's tasks/s over ProcessPoolExecutor's and loky's, at least
 EFFICIENCY_TARGET = 0.90  # corral's ideal / wall on 1 ms tasks, at least
-DASK_NOTE = "DaskBackend: not yet in corral"
+DASK_SIZES_MS = (0.1, 1.0, 10.0, 100.0)  # section 4's task sizes
+DASK_SHARE = 0.90  # the DaskBackend's share of the local pool's throughput: "crossed"
+DASK_WORKERS_GONE = 5.0  # seconds the cluster's processes have to end once it is closed
+DASK_NOISE = 0.25  # cores other work kept busy during a map above which it is measured again
+DASK_REDOS = 6  # noisy maps measured again, at most, per variant
 
 #: variant -> (section, label in the tables)
 VARIANTS: dict[str, tuple[str, str]] = {
     "tiny_corral_map": ("tiny", "corral           await pool.map(double, items)"),
     "tiny_corral_unordered": ("tiny", "corral           async for r in pool.imap_unordered(...)"),
+    "tiny_corral_chunks": (
+        "tiny",
+        "corral           async for rs in imap_unordered().chunks()",
+    ),
     "tiny_mp": ("tiny", "multiprocessing  Pool.map(double, items)"),
     "tiny_mp_unordered": ("tiny", "multiprocessing  for r in Pool.imap_unordered(..., chunksize)"),
     "tiny_ppe": ("tiny", "concurrent       ProcessPoolExecutor.map(..., chunksize)"),
@@ -115,7 +151,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "lambda_corral": ("lambda", "corral           await pool.map(fn, items)"),
     "lambda_mp": ("lambda", "multiprocessing  Pool.map(partial(len_plus, big), items)"),
     "lambda_loky": ("lambda", "loky             get_reusable_executor().map(fn, ..., chunksize)"),
+    "dask_corral_local": ("dask", "corral  Pool(workers), local worker processes"),
+    "dask_corral_backend": ("dask", "corral  Pool(backend=DaskBackend(LocalCluster))"),
+    "dask_plain": ("dask", "dask    client.gather(client.map(fn, items, pure=False))"),
 }
+DASK_VARIANTS = ("dask_corral_backend", "dask_plain")  # (need distributed)
 PEER_PACKAGES = {"loky": "loky", "aiomp": "aiomultiprocess"}  # variant suffix -> package
 
 
@@ -158,6 +198,21 @@ MS_KINDS: dict[str, tuple[Callable[[int], int], Callable[[int], Awaitable[int]]]
     "sleep": (sleep_1ms, asleep_1ms),
     "spin": (spin_1ms, aspin_1ms),
 }
+
+
+def spin_for(seconds: float, x: int) -> int:
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        pass
+    return x
+
+
+def sleep_for(seconds: float, x: int) -> int:
+    time.sleep(seconds)
+    return x
+
+
+DASK_KINDS: dict[str, Callable[[float, int], int]] = {"spin": spin_for, "sleep": sleep_for}
 
 # -- helpers in the children ------------------------------------------------------------
 
@@ -294,6 +349,15 @@ async def tiny_corral_map(p: dict[str, Any]) -> dict[str, Any]:
 
 
 async def tiny_corral_unordered(p: dict[str, Any]) -> dict[str, Any]:
+    return await _corral_unordered(p, by_chunk=False)
+
+
+async def tiny_corral_chunks(p: dict[str, Any]) -> dict[str, Any]:
+    return await _corral_unordered(p, by_chunk=True)
+
+
+async def _corral_unordered(p: dict[str, Any], *, by_chunk: bool) -> dict[str, Any]:
+    """imap_unordered, taken one result at a time or a chunk (a list) at a time."""
     items = list(range(p["items"]))
     clock = Clock()
     async with corral.Pool(workers=p["workers"]) as pool:
@@ -304,9 +368,14 @@ async def tiny_corral_unordered(p: dict[str, Any]) -> dict[str, Any]:
         for _ in range(p["rounds"]):
             count = total = 0
             with clock.lap(), profiled():
-                async for result in pool.imap_unordered(double, items):
-                    count += 1
-                    total += result
+                if by_chunk:
+                    async for results in pool.imap_unordered(double, items).chunks():
+                        count += len(results)
+                        total += sum(results)
+                else:
+                    async for result in pool.imap_unordered(double, items):
+                        count += 1
+                        total += result
             expect((count, total), (len(items), 2 * sum(items)), "corral's imap_unordered")
         chunks = (pool.statistics().chunks - before) / p["rounds"]
     return clock.figures(len(items), chunks_per_map=chunks)
@@ -605,15 +674,199 @@ def lambda_loky(p: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+# -- section 4: the Dask crossover -------------------------------------------------------
+
+MapRunner = Callable[[Callable[[int], int], list[int]], Awaitable[list[int]]]
+
+
+def dask_items(p: dict[str, Any], size_ms: float, *, plain: bool = False) -> int:
+    """Items of a map of ``size_ms`` tasks: ``--dask-seconds`` of ideal wall (plain: capped)."""
+    workers, seconds, cap = int(p["workers"]), float(p["dask_seconds"]), int(p["dask_plain_items"])
+    items = max(2 * workers, round(seconds * workers * 1000 / size_ms))
+    return min(items, cap) if plain else items
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy so far (all cores, every process)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+async def quiet(max_wait: float = 3.0) -> None:
+    """Wait (up to ``max_wait`` s) for the machine to be under ``BUSY_PCT`` busy."""
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        busy, t0 = machine_busy(), time.monotonic()
+        await anyio.sleep(0.25)
+        cores = psutil.cpu_count() or 1
+        if 100 * (machine_busy() - busy) / ((time.monotonic() - t0) * cores) < BUSY_PCT:
+            return
+
+
+async def dask_sizes(
+    p: dict[str, Any],
+    run_map: MapRunner,
+    chunks: Callable[[], int] | None = None,
+    *,
+    plain: bool = False,
+) -> dict[str, Any]:
+    """Each task size: a warm-up map, then the timed ones; walls, efficiency, CPU.
+
+    The CPU the rest of the machine used meanwhile (other work: the noise) is
+    what it was busy with beyond this process and its descendants; a map during
+    which it kept more than ``DASK_NOISE`` cores busy is measured again (once
+    the machine is quiet, ``DASK_REDOS`` times at most in a variant).
+    """
+    kind = DASK_KINDS[p["dask_kind"]]
+    rounds = 1 if plain else p["dask_rounds"]
+    redos = [DASK_REDOS]
+    out: dict[str, Any] = {}
+    for size_ms in DASK_SIZES_MS:
+        fn = functools.partial(kind, size_ms / 1000)
+        items = list(range(dask_items(p, size_ms, plain=plain)))
+        warm = items[: max(2 * p["workers"], len(items) // 10)]
+        expect(await run_map(fn, warm), warm, f"{size_ms:g} ms warm-up map")
+        clock = Clock()
+        others: list[float] = []
+        counts: list[int] = []
+        redone = 0
+        while len(clock.seconds) < rounds:
+            before = chunks() if chunks else 0
+            busy = machine_busy()
+            with clock.lap(), profiled():
+                results = await run_map(fn, items)
+            ours = clock.host_cpu[-1] + clock.workers_cpu[-1]
+            noise = max(0.0, machine_busy() - busy - ours) / clock.seconds[-1]
+            expect(results == items, True, f"{size_ms:g} ms map (results right)")
+            if noise > DASK_NOISE and redos[0] > 0:  # other work got in the way: again
+                redos[0] -= 1
+                redone += 1
+                for laps in (clock.seconds, clock.host_cpu, clock.workers_cpu):
+                    laps.pop()
+                await quiet()
+                continue
+            others.append(noise)
+            counts.append(chunks() - before if chunks else len(items))
+        ideal = len(items) * size_ms / 1000 / p["workers"]
+        wall, best = statistics.median(clock.seconds), min(clock.seconds)
+        out[f"{size_ms:g}"] = {
+            "size_ms": size_ms,
+            "items": len(items),
+            "ideal_s": ideal,
+            "walls_s": clock.seconds,
+            "wall_s": wall,
+            "efficiency": ideal / wall,
+            "tasks_per_s": len(items) / wall,
+            "best_wall_s": best,
+            "best_tasks_per_s": len(items) / best,
+            "others_cores": statistics.mean(others),
+            "redone": redone,
+            "host_cpu_s": statistics.mean(clock.host_cpu),
+            "workers_cpu_s": statistics.mean(clock.workers_cpu),
+            "chunks_per_map": statistics.mean(counts),
+        }
+    return out
+
+
+def dask_cluster(workers: int) -> Any:
+    """The cluster of section 4: worker processes of 1 thread (asyncio), no dashboard."""
+    warnings.filterwarnings("ignore", message="Port .* is already in use")  # (its HTTP server)
+    distributed: Any = importlib.import_module("distributed")
+    return distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        asynchronous=True,
+    )
+
+
+async def processes_left() -> list[str]:
+    """This process's descendants still running (the closed cluster's), once they had time."""
+    deadline = time.monotonic() + DASK_WORKERS_GONE
+    while True:
+        left = []
+        for process in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if process.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                command = " ".join(process.cmdline())
+                tracker = "resource_tracker" in command
+                left.append(
+                    f"{process.name()} (pid {process.pid})" + " (a resource tracker)" * tracker
+                )
+        if all("resource tracker" in what for what in left) or time.monotonic() > deadline:
+            return left
+        await anyio.sleep(0.1)
+
+
+async def dask_corral_local(p: dict[str, Any]) -> dict[str, Any]:
+    clock = Clock()
+    async with corral.Pool(workers=p["workers"]) as pool:
+        expect(await pool.map(double, [1]), [2], "first result")
+        clock.started()
+        await pool.map(double, range(WARM_ITEMS))
+        sizes = await dask_sizes(p, pool.map, lambda: pool.statistics().chunks)
+    return {"startup_ms": 1000 * clock.startup, "sizes": sizes, "left": await processes_left()}
+
+
+async def dask_corral_backend(p: dict[str, Any]) -> dict[str, Any]:
+    clock = Clock()
+    async with dask_cluster(p["workers"]) as cluster:
+        cluster_ms = 1000 * (time.perf_counter() - clock.t0)
+        backend = corral.DaskBackend(cluster)
+        async with corral.Pool(backend=backend) as pool:
+            expect(await pool.map(double, [1]), [2], "first result")
+            clock.started()
+            threads = pool.workers
+            await pool.map(double, range(WARM_ITEMS))
+            sizes = await dask_sizes(p, pool.map, lambda: pool.statistics().chunks)
+    return {
+        "startup_ms": 1000 * clock.startup,
+        "cluster_ms": cluster_ms,
+        "threads": threads,
+        "target_seconds": backend.target_seconds,
+        "sizes": sizes,
+        "left": await processes_left(),
+    }
+
+
+async def dask_plain(p: dict[str, Any]) -> dict[str, Any]:
+    distributed: Any = importlib.import_module("distributed")
+    clock = Clock()
+    async with dask_cluster(p["workers"]) as cluster:
+        cluster_ms = 1000 * (time.perf_counter() - clock.t0)
+        async with distributed.Client(cluster, asynchronous=True) as client:
+            expect(await client.submit(double, 1, pure=False), 2, "first result")
+            clock.started()
+
+            async def run_map(fn: Callable[[int], int], items: list[int]) -> list[int]:
+                results: list[int] = await client.gather(client.map(fn, items, pure=False))
+                return results
+
+            await run_map(double, list(range(100)))
+            sizes = await dask_sizes(p, run_map, plain=True)
+    return {
+        "startup_ms": 1000 * clock.startup,
+        "cluster_ms": cluster_ms,
+        "sizes": sizes,
+        "left": await processes_left(),
+    }
+
+
 ASYNC_VARIANTS: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "tiny_corral_map": tiny_corral_map,
     "tiny_corral_unordered": tiny_corral_unordered,
+    "tiny_corral_chunks": tiny_corral_chunks,
     "tiny_aiomp": tiny_aiomp,
     "tiny_anyio": tiny_anyio,
     "ms_corral": ms_corral,
     "ms_aiomp": ms_aiomp,
     "ms_anyio": ms_anyio,
     "lambda_corral": lambda_corral,
+    "dask_corral_local": dask_corral_local,
+    "dask_corral_backend": dask_corral_backend,
+    "dask_plain": dask_plain,
 }
 SYNC_VARIANTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "tiny_mp": tiny_mp,
@@ -834,7 +1087,12 @@ def report_tiny(
     )
     unordered = figure(results, "tiny_corral_unordered", "tasks_per_s")
     rows = []
-    for name, ours in (("map", base), ("imap_unordered", unordered)):
+    by_chunk = figure(results, "tiny_corral_chunks", "tasks_per_s")
+    for name, ours in (
+        ("map", base),
+        ("imap_unordered", unordered),
+        ("imap_unordered().chunks()", by_chunk),
+    ):
         for peer, label, bound in (
             ("tiny_mp", "multiprocessing.Pool.map", MP_TARGET),
             ("tiny_ppe", "ProcessPoolExecutor.map", CHUNKED_TARGET),
@@ -938,10 +1196,207 @@ def report_lambda(
     )
 
 
+def size_label(size_ms: float) -> str:
+    return f"{size_ms:g} ms"
+
+
+def dask_figure(results: dict[str, dict[str, Any]], variant: str, size_ms: float) -> Any:
+    """One size's figures of one variant, or None (not measured, or failed)."""
+    result = results.get(variant)
+    if result is None or "error" in result:
+        return None
+    return result["sizes"].get(f"{size_ms:g}")
+
+
+def crossover(
+    results: dict[str, dict[str, Any]], key: str = "tasks_per_s"
+) -> tuple[float | None, bool]:
+    """The smallest size from which the DaskBackend keeps >= 90% of the local throughput.
+
+    Returns (the size or None, whether every size was measured); ``key``: the
+    median map's throughput, or the best map's.
+    """
+    found: float | None = None
+    complete = True
+    for size_ms in reversed(DASK_SIZES_MS):
+        local = dask_figure(results, "dask_corral_local", size_ms)
+        dask = dask_figure(results, "dask_corral_backend", size_ms)
+        if local is None or dask is None:
+            complete = False
+            break
+        if dask[key] < DASK_SHARE * local[key]:
+            break
+        found = size_ms
+    return found, complete
+
+
 def report_dask(
     results: dict[str, dict[str, Any]], params: dict[str, Any], checks: list[dict[str, Any]]
 ) -> None:
-    print(f"\n== 4. Dask crossover: SKIPPED ({DASK_NOTE}; no figures are made up)")
+    workers = params["workers"]
+    kind = "busy spin" if params["dask_kind"] == "spin" else "time.sleep"
+    rounds = params["dask_rounds"]
+    print(
+        f"\n== 4. Dask crossover: items that each {kind} 0.1 to 100 ms, {workers} workers "
+        f"(local worker processes;\na LocalCluster of {workers} worker processes x 1 thread); "
+        f"N x size / {workers} = {params['dask_seconds']:g} s of ideal wall per map;\nthe "
+        f"median wall of {rounds} map{'s' * (rounds != 1)} after a warm-up map (plain Dask: "
+        f"at most {params['dask_plain_items']:,} items, 1 map)"
+    )
+    rows = []
+    for size_ms in DASK_SIZES_MS:
+        local = dask_figure(results, "dask_corral_local", size_ms)
+        dask = dask_figure(results, "dask_corral_backend", size_ms)
+        plain = dask_figure(results, "dask_plain", size_ms)
+        cells = [size_label(size_ms), f"{dask_items(params, size_ms):,}"]
+        for figures in (local, dask):
+            cells += (
+                ["-", "-", "-"]
+                if figures is None
+                else [
+                    fmt(1000 * figures["wall_s"], ".0f"),
+                    fmt(figures["efficiency"], ".0%"),
+                    f"{figures['chunks_per_map']:.0f}",
+                ]
+            )
+        share = ratio(dask and dask["tasks_per_s"], local and local["tasks_per_s"])
+        best = ratio(dask and dask["best_tasks_per_s"], local and local["best_tasks_per_s"])
+        cells += [fmt(ratio(1.0, share), ".2f", "x"), fmt(share, ".0%"), fmt(best, ".0%")]
+        cells += (
+            ["-", "-", "-"]
+            if plain is None
+            else [
+                f"{plain['items']:,}",
+                fmt(1000 * plain["wall_s"], ".0f"),
+                fmt(plain["efficiency"], ".0%"),
+            ]
+        )
+        rows.append(cells)
+    table(
+        [
+            "task",
+            "items",
+            "local ms",
+            "eff",
+            "chunks",
+            "DaskBackend ms",
+            "eff",
+            "chunks",
+            "local/dask",
+            "dask share",
+            "(best)",
+            "plain items",
+            "plain ms",
+            "eff",
+        ],
+        rows,
+    )
+    print(
+        "(ms: the wall of one map; eff: ideal / wall, ideal = N x size / "
+        f"{workers}; chunks: per map, chosen by corral;\nlocal/dask: the local pool's "
+        "throughput over the DaskBackend's, dask share its inverse ((best): of the best maps);"
+        "\nplain: Dask's own client.map, one task per item: context, not a target)\n"
+    )
+    rows = []
+    for variant, label in variants_of("dask", results):
+        result = results[variant]
+        if "error" in result:
+            rows.append([label, "error", "", ""])
+            continue
+        left = [what for what in result["left"] if "resource tracker" not in what]
+        rows.append(
+            [
+                label,
+                fmt(result["startup_ms"], ".0f"),
+                fmt(result.get("cluster_ms"), ".0f"),
+                ", ".join(left) or "none",
+            ]
+        )
+    table(["variant", "start-up ms", "of it the cluster", "left after close"], rows)
+    print(
+        "(start-up: from creating the pool (the cluster first) to the result of a one-item"
+        " map; left after\nclose: processes still running once the pool and the cluster closed"
+        f" (given {DASK_WORKERS_GONE:g} s), multiprocessing's\nresource tracker not counted)\n"
+    )
+    rows = []
+    for size_ms in DASK_SIZES_MS:
+        cells = [size_label(size_ms)]
+        for variant in ("dask_corral_local", "dask_corral_backend", "dask_plain"):
+            figures = dask_figure(results, variant, size_ms)
+            work = None if figures is None else figures["items"] * size_ms / 1000
+            cells += [
+                fmt(ratio(figures and figures["host_cpu_s"], work), ".2f"),
+                fmt(ratio(figures and figures["workers_cpu_s"], work), ".2f"),
+                fmt(figures and figures["others_cores"], ".2f"),
+            ]
+        rows.append(cells)
+    table(
+        [
+            "task",
+            "local host",
+            "workers",
+            "others",
+            "DaskBackend host",
+            "workers",
+            "others",
+            "plain host",
+            "workers",
+            "others",
+        ],
+        rows,
+    )
+    print(
+        "(host, workers: CPU seconds per second of task work (N x size), the mean of the timed"
+        " maps: the host\nprocess (with Dask's scheduler and client) and its descendants (the"
+        " worker processes; corral's\nzygote); a spin descheduled by other work takes less CPU"
+        " than its wall. others: the cores the\nrest of the machine kept busy during the maps"
+        f" (of {psutil.cpu_count()}): the noise in the walls above;\na map with more than "
+        f"{DASK_NOISE:g} was measured again (at most {DASK_REDOS} times a variant): "
+        + ", ".join(
+            f"{name} {sum(size['redone'] for size in results[variant]['sizes'].values())}"
+            for variant, name in (
+                ("dask_corral_local", "local"),
+                ("dask_corral_backend", "DaskBackend"),
+                ("dask_plain", "plain"),
+            )
+            if variant in results and "error" not in results[variant]
+        )
+        + " maps)\n"
+    )
+    found, complete = crossover(results)
+    if found is not None:
+        shown = f"{found:g} ms"
+        said = (
+            f"from {shown} tasks on, corral's DaskBackend reaches >= {DASK_SHARE:.0%} of the "
+            "local pool's throughput"
+        )
+    elif complete:
+        shown = "not within 0.1-100 ms"
+        said = (
+            f"the DaskBackend does not reach {DASK_SHARE:.0%} of the local pool's throughput "
+            "at 100 ms: no crossover within the sizes measured"
+        )
+    else:
+        shown = "-"
+        said = "not known: a variant failed or was not measured"
+    best, _ = crossover(results, "best_tasks_per_s")
+    if best != found:
+        said += (
+            "\n(from the best map of each size instead of the median: "
+            + ("none within 0.1-100 ms" if best is None else f"{best:g} ms")
+            + "; the machine's other work moves it)"
+        )
+    print(f"Crossover: {said}")
+    checks.append(
+        {
+            "check": f"dask: crossover (DaskBackend >= {DASK_SHARE:.0%} of local throughput)",
+            "value": found,
+            "shown": shown,
+            "from_best_maps": best,
+            "target": "(info)",
+            "verdict": "INFO" if complete else "n/a",
+        }
+    )
 
 
 REPORTERS: dict[str, Callable[[dict[str, dict[str, Any]], dict[str, Any], Any], None]] = {
@@ -984,6 +1439,25 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ms-items", type=int, help="1 ms tasks (2,000; 1,000 --quick)")
     parser.add_argument("--ms-rounds", type=int, help="timed 1 ms maps per kind (3; 1 --quick)")
     parser.add_argument(
+        "--dask-seconds",
+        type=float,
+        help="section 4: ideal wall of a map, N x size / workers (1; 0.5 --quick)",
+    )
+    parser.add_argument(
+        "--dask-rounds", type=int, help="section 4: timed maps per size (3; 1 --quick)"
+    )
+    parser.add_argument(
+        "--dask-plain-items",
+        type=int,
+        help="section 4: plain Dask's items per map, at most (1,000; 300 --quick)",
+    )
+    parser.add_argument(
+        "--dask-kind",
+        choices=tuple(DASK_KINDS),
+        default="spin",
+        help="section 4: what a task does for its time (spin)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="DIR",
         help="cProfile corral's timed maps (host side) into DIR/<variant>.prof",
@@ -1019,11 +1493,17 @@ def main() -> None:
         "ms_rounds": args.ms_rounds or (1 if quick else 3),
         "lambda_items": 10_000,
         "lambda_rounds": 3,
+        "dask_seconds": args.dask_seconds or (0.5 if quick else 1.0),
+        "dask_rounds": args.dask_rounds or (1 if quick else 3),
+        "dask_plain_items": args.dask_plain_items or (300 if quick else 1_000),
+        "dask_kind": args.dask_kind,
         "settle": args.settle if args.settle is not None else (1.0 if quick else 3.0),
         "profile": os.path.abspath(args.profile) if args.profile else None,
     }
     if min(params["workers"], params["items"], params["rounds"], params["ms_items"]) < 1:
         sys.exit("--workers, --items, --rounds and --ms-items are at least 1")
+    if min(params["dask_seconds"], params["dask_rounds"], params["dask_plain_items"]) <= 0:
+        sys.exit("--dask-seconds, --dask-rounds and --dask-plain-items are above 0")
     if params["profile"]:
         os.makedirs(params["profile"], exist_ok=True)
     _settle_budget[0] = 10.0 if quick else 30.0
@@ -1038,13 +1518,22 @@ def main() -> None:
             print(f"  {notes[-1]}", file=sys.stderr)
     if "ms" in sections:
         params["sleep_ms"] = sleep_time()
+    skipped: set[str] = set()
+    if "dask" in sections and importlib.util.find_spec("distributed") is None:
+        skipped.update(DASK_VARIANTS)
+        notes.append(
+            "Dask not measured: distributed is not installed (pip install 'corral[dask]'); "
+            "section 4 has the local pool alone"
+        )
+        print(f"  {notes[-1]}", file=sys.stderr)
     print(
         f"corral.Pool against process pools: Python {sys.version.split()[0]}, "
         f"{platform.machine()}, {psutil.cpu_count()} cores, {params['workers']} workers "
         f"everywhere{' (quick)' if quick else ''}"
         f"\ncorral {corral.__version__} from {corral_source()}"
         f"\nloky {version('loky')}; aiomultiprocess {version('aiomultiprocess')}; anyio "
-        f"{version('anyio')}; uvloop {version('uvloop')}; multiprocessing start method "
+        f"{version('anyio')}; uvloop {version('uvloop')}; distributed "
+        f"{version('distributed')}; multiprocessing start method "
         f"{multiprocessing.get_start_method()}"
         f"\nload average at start {os.getloadavg()[0]:.2f} (other work on the machine skews "
         "every figure; the ratios less so)",
@@ -1060,12 +1549,14 @@ def main() -> None:
     checks: list[dict[str, Any]] = []
     for section in sections:
         for variant, (at, _) in VARIANTS.items():
-            if at == section and variant.rsplit("_", 1)[-1] not in missing:
+            if (
+                at == section
+                and variant.rsplit("_", 1)[-1] not in missing
+                and variant not in skipped
+            ):
                 results[variant] = measure(variant, params)
         REPORTERS[section](results, params, checks)
         sys.stdout.flush()
-    if "dask" in sections:
-        notes.append(f"section 4 (Dask crossover) skipped: {DASK_NOTE}")
     summarize(results, checks, notes, started)
     if args.json:
         with open(args.json, "w") as f:
@@ -1073,7 +1564,9 @@ def main() -> None:
                 {
                     "python": sys.version,
                     "corral": corral_source(),
-                    "peers": {p: version(p) for p in ("loky", "aiomultiprocess", "anyio")},
+                    "peers": {
+                        p: version(p) for p in ("loky", "aiomultiprocess", "anyio", "distributed")
+                    },
                     "cores": psutil.cpu_count(),
                     "params": params,
                     "results": results,
@@ -1114,7 +1607,10 @@ def summarize(
     print("\n== Targets")
     table(
         ["check", "value", "target", "verdict"],
-        [[c["check"], fmt(c["value"], ".2f"), c["target"], c["verdict"]] for c in checks],
+        [
+            [c["check"], c.get("shown") or fmt(c["value"], ".2f"), c["target"], c["verdict"]]
+            for c in checks
+        ],
     )
     passed = sum(c["verdict"] == "PASS" for c in checks)
     missed = [c["check"] for c in checks if c["verdict"] == "MISS"]

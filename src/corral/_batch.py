@@ -8,23 +8,27 @@ order or as completed. The pool's worker drivers run the chunks.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import itertools
 import math
+import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
+import anyio.lowlevel
 
 from ._answers import rebuild_failure
 
 TARGET_SECONDS: Final = 0.02  # a chunk's work, once items have been timed
-FLOOR_SECONDS: Final = 0.001  # the least work of a chunk near the end (a round trip's worth)
+FLOOR_SHARE: Final = 0.05  # the least work of a chunk near the end, of the target (local:
+# 1 ms, a round trip's worth; Dask: 5 ms)
 FIRST_CHUNKS: Final = 1  # items per chunk before anything has been timed
 MAX_CHUNK: Final = 100_000
-ASYNC_READ_AHEAD: Final = 1_000  # items taken from an async iterable before they are chunked
 
 
 @dataclass(eq=False)
@@ -61,7 +65,7 @@ class Batch:
     key: int
     blob: bytes
     mode: str
-    workers: int
+    capacity: Callable[[], int]  # calls that run at once now (a cluster's may change)
     chunksize: int | None
     timeout: float | None
     retries: int
@@ -72,12 +76,12 @@ class Batch:
     done: int = 0  # items ended so far
     failed: int = 0
     per_item: float | None = None  # measured seconds per item
-    window: anyio.Semaphore = field(init=False)  # chunks in flight or not yet taken
+    in_window: int = 0  # chunks read and not yet wholly taken (at most 4 per worker)
     error: BaseException | None = None  # the input failed (not an item)
     closed: bool = False  # ended, or left by its consumer: its chunks are not run
 
     def __post_init__(self) -> None:
-        self.window = anyio.Semaphore(max(4 * self.workers, 2))
+        self._room = anyio.Event()  # set (and replaced) when a chunk leaves the window
         self._send, self.outcomes = anyio.create_memory_object_stream[Done](math.inf)
         self.reader = anyio.CancelScope()  # the task reading the items
         self._sizes: deque[int] = deque()  # the chunks read, in order, not yet all taken
@@ -98,7 +102,20 @@ class Batch:
         self._taken += items
         while self._sizes and self._taken >= self._sizes[0]:
             self._taken -= self._sizes.popleft()
-            self.window.release()
+            self.in_window -= 1
+            self._room.set()
+            self._room = anyio.Event()
+
+    def capacity_changed(self) -> None:
+        """The workers changed in number: the window is measured again."""
+        self._room.set()
+        self._room = anyio.Event()
+
+    async def enter_window(self) -> None:
+        """Wait for room to read another chunk (a window of 4 per worker, as they are now)."""
+        while self.in_window >= max(4 * self.capacity(), 2):
+            await self._room.wait()
+        self.in_window += 1
 
     # -- chunk sizes -----------------------------------------------------------------
 
@@ -112,8 +129,8 @@ class Batch:
         per_item = max(self.per_item, 1e-9)
         size = int(self.target / per_item)
         if self.length is not None:  # several chunks per worker, so the end is even...
-            share = math.ceil((self.length - self.read) / (4 * self.workers))
-            size = min(size, max(share, int(FLOOR_SECONDS / per_item)))  # ...but not tiny
+            share = math.ceil((self.length - self.read) / (4 * self.capacity()))
+            size = min(size, max(share, int(FLOOR_SHARE * self.target / per_item)))  # ...not tiny
         return max(1, min(size, MAX_CHUNK))
 
     def timed(self, items: int, seconds: float) -> None:
@@ -137,7 +154,7 @@ class Batch:
         """Every item of ``chunk`` ends with ``error``."""
         failed = {}
         for position in range(len(chunk.items)):
-            copy = error if len(chunk.items) == 1 else _copy(error)
+            copy = _copy(error)  # (its own notes: the same error may fail other items)
             copy.add_note(f"(item {chunk.start + position} of the map)")
             failed[position] = copy
         self._emit(Done(chunk.start, [None] * len(chunk.items), failed))
@@ -169,6 +186,9 @@ class Batch:
 def _copy(error: BaseException) -> BaseException:
     """The same error for another item (notes of its own)."""
     other = copy.copy(error)
+    # (tblib, which Dask installs, copies an exception sharing its __dict__: not its notes)
+    with contextlib.suppress(AttributeError, TypeError):
+        other.__dict__ = dict(vars(error))
     other.__notes__ = list(getattr(error, "__notes__", []))
     return other
 
@@ -188,23 +208,48 @@ async def read_items(batch: Batch, items: Any, put: Any, star: bool) -> None:
                     "a pool maps over an iterable or an async iterable; got "
                     f"{type(items).__name__}"
                 ) from None
-            while not batch.closed and (
-                chunk := list(itertools.islice(iterator, batch.next_size()))
-            ):
-                await _put(batch, chunk, put, star)
+            await _read_sync(batch, iterator, put, star)
     except Exception as error:
         batch.close_input(error)
         return
     batch.close_input()
 
 
+async def _read_sync(batch: Batch, iterator: Iterator[Any], put: Any, star: bool) -> None:
+    """Chunks of up to the next size, each read in no much more than a chunk's target time
+    (a slow generator must not hold the event loop for a whole chunk of items)."""
+    ended = False
+    while not batch.closed and not ended:
+        size, step = batch.next_size(), 1
+        chunk: list[Any] = []
+        deadline = time.perf_counter() + batch.target
+        try:
+            while len(chunk) < size:
+                wanted = min(step, size - len(chunk))
+                before = len(chunk)
+                chunk.extend(itertools.islice(iterator, wanted))  # (keeps what came first)
+                if len(chunk) - before < wanted:
+                    ended = True
+                    break
+                if time.perf_counter() > deadline:
+                    break
+                step *= 2
+        except Exception:
+            if chunk:  # the items read before it broke are mapped, then it is raised
+                await _put(batch, chunk, put, star)
+            raise
+        if chunk:
+            await _put(batch, chunk, put, star)
+
+
 async def _read_async(batch: Batch, iterator: Any, put: Any, star: bool) -> None:
-    """A chunk goes as soon as an item is there; it takes what else is ready, up to a size.
+    """A chunk goes as soon as an item is there, with what else is ready, up to a size.
 
     (Waiting for a full chunk would hang a stream whose next item waits for a result.)
-    A task of its own reads the items, so that a chunk never waits on the iterator.
+    A task of its own takes the items one by one, no further ahead than the chunk being
+    made: so a chunk never waits on the iterator, nor is it read far ahead.
     """
-    send, ready = anyio.create_memory_object_stream[Any](ASYNC_READ_AHEAD)
+    send, ready = anyio.create_memory_object_stream[Any]()
     broken: list[BaseException] = []
 
     async def pump() -> None:
@@ -226,7 +271,13 @@ async def _read_async(batch: Batch, iterator: Any, put: Any, star: bool) -> None
             while len(chunk) < size:
                 try:
                     chunk.append(ready.receive_nowait())
-                except (anyio.WouldBlock, anyio.EndOfStream):
+                except anyio.WouldBlock:
+                    await anyio.lowlevel.checkpoint()  # the pump's turn: is another ready?
+                    try:
+                        chunk.append(ready.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                except anyio.EndOfStream:
                     break
             await _put(batch, chunk, put, star)
         reading.cancel_scope.cancel()
@@ -242,7 +293,7 @@ async def _put(batch: Batch, items: list[Any], put: Any, star: bool) -> None:
                     "a star map takes tuples of arguments; item "
                     f"{batch.read + position} is {type(item).__name__}: {item!r}"
                 )
-    await batch.window.acquire()
+    await batch.enter_window()
     if batch.closed:  # (left while this waited for room)
         return
     start = batch.read

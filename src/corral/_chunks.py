@@ -35,6 +35,11 @@ class ChunkQueue:
     def started(self, batch: Batch) -> None:
         self._batches.add(batch)
 
+    def capacity_changed(self) -> None:
+        """The backend's workers changed in number: maps waiting for room look again."""
+        for batch in list(self._batches):
+            batch.capacity_changed()
+
     def abort_all(self, error: BaseException) -> None:
         """The pool closed: every map still running ends with ``error``, nothing more runs."""
         self._queue.clear()

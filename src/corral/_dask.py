@@ -173,7 +173,12 @@ class DaskBackend:
 
     async def _count_threads(self, client: Any) -> None:
         threads = await client.nthreads()
-        self.workers = max(1, sum(threads.values()))
+        workers = max(1, sum(threads.values()))
+        if workers != self.workers:
+            self.workers = workers
+            self._freed.set()  # (more room: the chunk waiting may go)
+            self._freed = anyio.Event()
+            self._chunks.capacity_changed()
 
     # -- running chunks ----------------------------------------------------------------
 
@@ -252,6 +257,17 @@ class DaskBackend:
         try:
             with anyio.move_on_after(limit) as waiting:
                 reply = await future
+            if waiting.cancelled_caught:
+                assert limit is not None
+                if len(chunk.items) > 1:  # which item overran? each runs alone, timed
+                    chunks.split(chunk)
+                else:
+                    chunks.timed_out(chunk, ProcessTimeout("item", float(limit), 0))
+                # Dask cannot stop a running task: its thread stays taken until it ends,
+                # and so does this chunk's room (a chunk sent now would wait for it).
+                with contextlib.suppress(Exception):
+                    await future
+                return
         except KilledWorker as error:
             # Dask blames every task on a worker that died, run or queued: an item is
             # blamed once it has killed a worker running alone.
@@ -273,10 +289,6 @@ class DaskBackend:
             if not future.done():
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await future.cancel()
-        if waiting.cancelled_caught:
-            assert limit is not None
-            chunks.timed_out(chunk, ProcessTimeout("item", float(limit), 0))
-            return
         if isinstance(reply, str):  # a result would not pickle
             chunks.unpicklable(chunk, SerializationError(reply))
             return

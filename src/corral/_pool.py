@@ -252,7 +252,7 @@ class Pool(MapFamily):
             self._key(blob),
             blob,
             mode or _mode(fn, star),
-            self.workers,
+            lambda: self._backend.workers,
             chunksize,
             timeout,
             retries,

@@ -38,6 +38,7 @@ class _Slot:
         self.sent = 0  # items sent to the current child
         self.in_flight: list[Chunk] = []  # sent, not answered (sync: the first is running)
         self.alone = False  # a suspect is in flight: nothing is sent beside it
+        self.reserved = False  # a chunk waits to start alone: nothing else is sent
         self.idle = anyio.Event()  # set (and replaced) each time nothing is in flight
         # Per child that died: the chunks in flight then, the ones to blame.
         self.crowds: dict[Messenger, list[Chunk]] = {}
@@ -136,24 +137,44 @@ class LocalWorkers:
         return None
 
     async def _ready(self, slot: _Slot, chunk: Chunk) -> Messenger:
-        """Wait until ``chunk`` may go to ``slot``'s child: that child's messenger."""
-        while True:
-            service, messenger = slot.service, slot.service.messenger
-            full = self._max_tasks is not None and slot.sent >= self._max_tasks
-            if (
-                messenger is None
-                or messenger is slot.killed
-                or (messenger is slot.messenger and full)
-            ):
-                messenger = await service.connected(other_than=messenger)
-            if messenger is not slot.messenger:  # a new child: it knows no function yet
-                slot.new_child(messenger)
-            alone = chunk.suspect or chunk.batch.timeout is not None  # (timed from its start)
-            if not (slot.alone or (alone and slot.in_flight)):
-                return messenger
-            await slot.idle.wait()
+        """Wait until ``chunk`` may go to ``slot``'s child: that child's messenger.
+
+        A chunk that must start alone (timed from its start, or a suspect) reserves the
+        slot while it waits for it to empty, so other chunks cannot keep it busy.
+        """
+        alone = chunk.suspect or chunk.batch.timeout is not None
+        reserved = False
+        try:
+            while True:
+                service, messenger = slot.service, slot.service.messenger
+                full = self._max_tasks is not None and slot.sent >= self._max_tasks
+                if (
+                    messenger is None
+                    or messenger is slot.killed
+                    or (messenger is slot.messenger and full)
+                ):
+                    messenger = await service.connected(other_than=messenger)
+                if messenger is not slot.messenger:  # a new child: it knows no function yet
+                    slot.new_child(messenger)
+                if alone and not reserved and not slot.reserved:
+                    slot.reserved = reserved = True
+                busy = slot.alone or (slot.reserved and not reserved)
+                if not busy and not (alone and slot.in_flight):
+                    return messenger
+                await slot.idle.wait()
+        finally:
+            if reserved:
+                slot.reserved = False
 
     async def _run_chunk(self, slot: _Slot, chunk: Chunk) -> None:
+        try:
+            await self._send(slot, chunk)
+        finally:
+            full = self._max_tasks is not None and slot.sent >= self._max_tasks
+            if full and not slot.in_flight:  # its share sent, and answered: recycled
+                self._kill(slot, chunk)  # (a new child comes at once)
+
+    async def _send(self, slot: _Slot, chunk: Chunk) -> None:
         batch, chunks = chunk.batch, self._chunks
         crowd, messenger = [chunk], None
         try:
@@ -205,8 +226,6 @@ class LocalWorkers:
             chunks.fail(chunk, error)
             return
         chunks.finished(chunk, reply)
-        if self._max_tasks is not None and slot.sent >= self._max_tasks and not slot.in_flight:
-            self._kill(slot, chunk)  # recycled: a new child comes at once
 
     def _blame(self, crowd: list[Chunk], chunk: Chunk, error: BaseException) -> None:
         """The child died with ``crowd`` in flight: is ``chunk`` to blame?"""
@@ -229,7 +248,12 @@ class LocalWorkers:
     def _kill(self, slot: _Slot, chunk: Chunk) -> None:
         """End ``slot``'s child for ``chunk``'s sake (what was beside it is not to blame)."""
         child, messenger = slot.service.child, slot.messenger
-        if child is not None and messenger is not None and messenger is not slot.killed:
+        if (  # (not a child started since, nor one already ended)
+            child is not None
+            and messenger is not None
+            and messenger is slot.service.messenger
+            and messenger is not slot.killed
+        ):
             slot.killed, slot.replace = messenger, True
             slot.crowds[messenger] = [chunk]
             child.kill()
