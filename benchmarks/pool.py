@@ -94,11 +94,8 @@ import math
 import multiprocessing
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
@@ -111,12 +108,12 @@ import cloudpickle
 import psutil
 
 import corral
+from _isolated import BUSY_PCT, run_variant, settle_budget
 from _peers import corral_source, ensure
 from _stats import fmt, table
 
 SECTIONS = ("tiny", "ms", "lambda", "dask")
 VARIANT_TIMEOUT = 240.0  # seconds after which a variant has hung
-BUSY_PCT = 25.0  # machine-wide CPU % (of all cores) above which we wait before measuring
 WARM_ITEMS = 2_000  # the small map that warms each pool before the timed ones
 BIG = 1_000_000  # bytes the closure of section 3 holds
 MP_TARGET = 1.0  # corral's tasks/s over multiprocessing.Pool.map's, at least
@@ -898,22 +895,6 @@ def child(variant: str, params: dict[str, Any], out: str) -> None:
 
 # -- the host: run each variant in a fresh interpreter, then report --------------------
 
-_settle_budget = [60.0]  # seconds of waiting for a quiet machine left in this run
-
-
-def settle(max_wait: float) -> float:
-    """Wait (up to ``max_wait`` s, within the run's budget) for the machine to quiet down.
-
-    Returns the machine-wide CPU % (of all cores) seen just before measuring.
-    """
-    t0 = time.monotonic()
-    deadline = t0 + min(max_wait, _settle_budget[0])
-    busy = psutil.cpu_percent(interval=0.25)
-    while busy > BUSY_PCT and time.monotonic() < deadline:
-        busy = psutil.cpu_percent(interval=0.25)
-    _settle_budget[0] = max(0.0, _settle_budget[0] - (time.monotonic() - t0))
-    return busy
-
 
 def measure(variant: str, params: dict[str, Any]) -> dict[str, Any]:
     """Run one variant in a fresh interpreter; its figures, or {"error": ...}.
@@ -921,68 +902,7 @@ def measure(variant: str, params: dict[str, Any]) -> dict[str, Any]:
     The interpreter gets a session of its own: whatever it leaves running
     (a worker, loky's or anyio's processes) is killed with its process group.
     """
-    busy = settle(params["settle"])
-    note = f" (machine {busy:.0f}% busy)" if busy > BUSY_PCT else ""
-    print(f"  measuring {variant}{note} ...", file=sys.stderr, flush=True)
-    fd, out = tempfile.mkstemp(prefix="corral-pool-", suffix=".json")
-    os.close(fd)
-    cmd = [sys.executable, __file__, "--child", variant, "--params", json.dumps(params)]
-    t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            [*cmd, "--out", out],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            try:
-                proc.wait(timeout=VARIANT_TIMEOUT)
-                hung = False
-            except subprocess.TimeoutExpired:
-                hung = True
-            lingered = kill_group(proc.pid)
-            proc.wait()
-            log.seek(0)
-            output = log.read()
-            if hung:
-                return {"error": f"hung: no result after {VARIANT_TIMEOUT:g} s", "stderr": output}
-            if proc.returncode != 0:
-                return {"error": f"exit status {proc.returncode}", "stderr": output}
-            with open(out) as f:
-                result: dict[str, Any] = json.load(f)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            os.unlink(out)
-    result["variant_wall_s"] = time.perf_counter() - t0
-    result["busy_before_pct"] = busy
-    if lingered:
-        result["lingered"] = lingered
-    if output.strip():
-        result["stderr"] = output
-    return result
-
-
-def kill_group(pgid: int) -> list[str]:
-    """SIGKILL what is left of process group ``pgid``; what was left running, by name."""
-    left = []
-    for process in psutil.process_iter(["pid", "name", "status", "cmdline"]):
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if (
-                process.pid != pgid
-                and process.info["status"] != psutil.STATUS_ZOMBIE
-                and os.getpgid(process.pid) == pgid
-            ):
-                command = " ".join(process.info["cmdline"] or [])
-                what = " (a resource tracker)" if "resource_tracker" in command else ""
-                left.append(f"{process.info['name']} (pid {process.pid}){what}")
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    return left
+    return run_variant(__file__, variant, params, timeout=VARIANT_TIMEOUT)
 
 
 def version(package: str) -> str:
@@ -1506,7 +1426,7 @@ def main() -> None:
         sys.exit("--dask-seconds, --dask-rounds and --dask-plain-items are above 0")
     if params["profile"]:
         os.makedirs(params["profile"], exist_ok=True)
-    _settle_budget[0] = 10.0 if quick else 30.0
+    settle_budget[0] = 10.0 if quick else 30.0
     sections = args.section or list(SECTIONS)
     notes = []
     missing = set()

@@ -50,17 +50,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import importlib.metadata
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -68,13 +64,13 @@ from typing import Any
 import psutil
 
 import corral
+from _isolated import BUSY_PCT, run_variant
 from _peers import corral_source, ensure
 from _stats import fmt, percentile, table
 
 ANSWER = 42  # what the trivial processes' result() returns
 SECTIONS = ("latency", "overhead")
 VARIANT_TIMEOUT = 300.0  # seconds after which a variant has hung
-BUSY_PCT = 25.0  # machine-wide CPU % (of all cores) above which we wait before measuring
 LATENCY_TARGET = 2.0  # suitkaise's start-to-result over corral's, at least
 OVERHEAD_TARGET = 10.0  # suitkaise's per-run overhead over corral's, at least
 
@@ -322,86 +318,15 @@ def child(variant: str, params: dict[str, Any], out: str) -> None:
 # -- the host: run each variant in a fresh interpreter, then report ------------------
 
 
-def settle(max_wait: float) -> float:
-    """Wait (up to ``max_wait`` s) for other work on the machine to die down.
-
-    Returns the machine-wide CPU % (of all cores) seen just before measuring.
-    """
-    deadline = time.monotonic() + max_wait
-    busy = psutil.cpu_percent(interval=0.25)
-    while busy > BUSY_PCT and time.monotonic() < deadline:
-        busy = psutil.cpu_percent(interval=0.25)
-    return busy
-
-
 def measure(variant: str, params: dict[str, Any]) -> dict[str, Any]:
     """Run one variant in a fresh interpreter; its figures, or {"error": ...}.
 
     The interpreter gets a session of its own: whatever it leaves running
     (a child, suitkaise's Manager) is killed with its process group.
     """
-    busy = settle(params["settle"])
-    note = f" (machine {busy:.0f}% busy)" if busy > BUSY_PCT else ""
-    print(f"  measuring {variant}{note} ...", file=sys.stderr, flush=True)
-    fd, out = tempfile.mkstemp(prefix="corral-process-", suffix=".json")
-    os.close(fd)
     if variant == "overhead_corral_long":
         params = {**params, "runs": params["corral_runs"]}
-    cmd = [sys.executable, __file__, "--child", variant, "--params", json.dumps(params)]
-    t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            [*cmd, "--out", out],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            try:
-                proc.wait(timeout=VARIANT_TIMEOUT)
-                hung = False
-            except subprocess.TimeoutExpired:
-                hung = True
-            lingered = kill_group(proc.pid)
-            proc.wait()
-            log.seek(0)
-            output = log.read()
-            if hung:
-                return {"error": f"hung: no result after {VARIANT_TIMEOUT:g} s", "stderr": output}
-            if proc.returncode != 0:
-                return {"error": f"exit status {proc.returncode}", "stderr": output}
-            with open(out) as f:
-                result: dict[str, Any] = json.load(f)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            os.unlink(out)
-    result["variant_wall_s"] = time.perf_counter() - t0
-    result["busy_before_pct"] = busy
-    if lingered:
-        result["lingered"] = lingered
-    if output.strip():
-        result["stderr"] = output
-    return result
-
-
-def kill_group(pgid: int) -> list[str]:
-    """SIGKILL what is left of process group ``pgid``; what was left running, by name."""
-    left = []
-    for process in psutil.process_iter(["pid", "name", "status"]):
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if (
-                process.pid != pgid
-                and process.info["status"] != psutil.STATUS_ZOMBIE
-                and os.getpgid(process.pid) == pgid
-            ):
-                left.append(f"{process.info['name']} (pid {process.pid})")
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    return left
+    return run_variant(__file__, variant, params, timeout=VARIANT_TIMEOUT)
 
 
 def version(package: str) -> str:
