@@ -26,6 +26,7 @@ import anyio.lowlevel
 import pytest
 
 import corral
+from tests.pools import Square, double, nap, pid_of, slow
 
 pytestmark = pytest.mark.anyio
 
@@ -39,19 +40,6 @@ ASYNCIO_ONLY = pytest.mark.parametrize(
 
 
 # -- run by the workers ----------------------------------------------------------------
-
-
-def double(x: int) -> int:
-    return x * 2
-
-
-def pid_of(x: int) -> int:
-    return os.getpid()
-
-
-def slow(x: int) -> int:
-    time.sleep(0.05)
-    return x
 
 
 def sleeps_on_2(x: int) -> int:
@@ -82,24 +70,6 @@ async def crash_1_while_0_runs(x: int) -> int:
         os._exit(3)
     await anyio.sleep(1.0)
     return x
-
-
-def nap(seconds: float) -> float:
-    time.sleep(seconds)
-    return seconds
-
-
-class Square(corral.Process):
-    runs = 1
-
-    def __init__(self, x: int) -> None:
-        self.x = x
-
-    def run(self) -> None:
-        self.x = self.x * self.x
-
-    def result(self) -> int:
-        return self.x
 
 
 def three_then_broken() -> Iterator[int]:
