@@ -74,7 +74,6 @@ class Batch:
     concurrent: bool = False  # its calls are awaited: a worker runs two chunks at once
     read: int = 0  # items read so far
     done: int = 0  # items ended so far
-    failed: int = 0
     per_item: float | None = None  # measured seconds per item
     in_window: int = 0  # chunks read and not yet wholly taken (at most 4 per worker)
     error: BaseException | None = None  # the input failed (not an item)
@@ -147,7 +146,6 @@ class Batch:
             failed[position] = error
         self._emit(Done(chunk.start, results, failed))
         self.done += len(results)
-        self.failed += len(failed)
         self._check_ended()
 
     def fail(self, chunk: Chunk, error: BaseException) -> None:
@@ -159,7 +157,6 @@ class Batch:
             failed[position] = copy
         self._emit(Done(chunk.start, [None] * len(chunk.items), failed))
         self.done += len(chunk.items)
-        self.failed += len(chunk.items)
         self._check_ended()
 
     def _emit(self, done: Done) -> None:
