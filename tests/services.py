@@ -157,3 +157,27 @@ async def doubler(messenger: corral.Messenger, factor: int = 2) -> None:
     while True:
         request = await messenger.receive_request()
         request.reply(request.value * factor)
+
+
+class Journal:
+    """Appends "start NAME" when built and "stop NAME" when closed to a shared file."""
+
+    def __init__(self, path: str, name: str) -> None:
+        self.path, self.name = path, name
+        self._write("start")
+
+    def _write(self, what: str) -> None:
+        with open(self.path, "a") as journal:
+            journal.write(f"{what} {self.name}\n")
+
+    def getpid(self) -> int:
+        return os.getpid()
+
+    def kill_self(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def exit_cleanly(self) -> None:
+        os._exit(0)
+
+    def close(self) -> None:
+        self._write("stop")

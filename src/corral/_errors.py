@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._lifetime import RestartEvent
 
 
 class CorralError(Exception):
@@ -27,7 +30,11 @@ class WorkerFailed(CorralError):
     ) -> None:
         self.worker = worker
         self.error = error
-        super().__init__(f"worker {worker!r} failed: {type(error).__name__}: {error}. {hint}")
+        self.history: tuple[RestartEvent, ...] = ()
+        """The supervisor's last restarts, oldest first, when a child escalated."""
+        super().__init__(
+            f"worker {worker!r} failed: {type(error).__name__}: {str(error).rstrip('.')}. {hint}"
+        )
 
 
 class WorkerStopped(CorralError, RuntimeError):

@@ -48,8 +48,8 @@ class LoopKeywords(TypedDict, total=False):
     history: int
     name: str | None
     restart: RestartPolicy
-    max_restarts: int
-    restart_window: float
+    max_restarts: int | None
+    restart_window: float | None
     startup_timeout: float
     log_level: int | None
 

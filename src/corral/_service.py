@@ -11,14 +11,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import anyio
 import anyio.abc
 
-from ._errors import ProtocolError, WorkerCrashed, WorkerStopped
+from ._errors import ProtocolError, WorkerStopped
 from ._forker import Forker
 from ._lifetime import (
     ProxyStatistics,
@@ -30,6 +29,7 @@ from ._lifetime import (
 from ._messenger import Messenger
 from ._serving import Member
 from ._spawn import ChildProcess, EarlyLoss, check_cpu, launch, pickled_target
+from ._supervision import ALONE, Policy, reason
 from ._wire import DEFAULT_MAX_FRAME
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ class Service:
         name: str,
         cpu: int | tuple[int, ...] | list[int] | None = None,
         restart: RestartPolicy = "never",
-        max_restarts: int = 3,
-        restart_window: float = 5.0,
+        max_restarts: int | None = None,
+        restart_window: float | None = None,
         startup_timeout: float = 30.0,
         log_level: int | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME,
@@ -83,7 +83,19 @@ class Service:
         self.counts = [0, 0, 0]  # calls, errors, in flight: kept by the proxies
         self.last_exit: int | None = None
         self.error: BaseException | None = None
-        self._window = RestartWindow(max_restarts, float(restart_window))
+        # Alone, its own policy (None limits: 3 restarts within 5 s); a supervisor
+        # puts its strategy in place, and None limits then mean only the supervisor's.
+        # The window also counts restarts for the backoff.
+        self.max_restarts, self.restart_window = max_restarts, restart_window
+        self.policy: Policy = ALONE
+        self.window = RestartWindow(
+            3 if max_restarts is None else max_restarts, restart_window or 5.0
+        )
+        self.last_exit_reason: str | None = None
+        self.sessions = 0  # children that have ended
+        self._in_session = False
+        self._session_done = anyio.Event()
+        self._recycled: str | None = None  # why its supervisor stopped the current child
         self._changed = anyio.Event()
         self._finished = anyio.Event()
         self._closing = False
@@ -136,9 +148,18 @@ class Service:
     async def _run(self, task_status: anyio.abc.TaskStatus[None] | None) -> None:
         started = False
         while True:
-            failure = await self._session(task_status if not started else None)
+            self._in_session = True
+            try:
+                failure = await self._session(task_status if not started else None)
+            finally:
+                self._in_session = False
+                self.sessions += 1
+                self._session_done.set()
+                self._session_done = anyio.Event()
             started = True
             self.last_failure = failure
+            self.last_exit_reason = self._recycled or reason(failure)
+            self._recycled = None
             target = None
             if (  # (a job closing starts its retry all the same: that child then stops)
                 self.relaunch is not None
@@ -154,30 +175,63 @@ class Service:
             if self._closing:
                 return
             if target is False:  # its work is done: no restart, whatever the policy
-                self._give_up(None, "")
+                self.give_up(None, "")
                 return
-            failed = failure is not None
-            if self.restart == "never" or (self.restart == "on-failure" and not failed):
-                self._give_up(failure, "")
+            if not await self.policy.after_exit(self, failure):
                 return
-            window = self._window
-            if not window.admit(time.monotonic()):
-                self._give_up(failure or WorkerCrashed(self.name, self.last_exit), window.spent())
+
+    async def pause(self, seconds: float, gate: anyio.Event | None = None) -> bool:
+        """Wait ``seconds`` (or for ``gate``) before a restart; False if closed meanwhile."""
+        self.state = "restarting"
+        self._notify()
+        with anyio.CancelScope() as self._pause:
+            if self._closing:
+                self._pause.cancel()
+            if gate is not None:
+                await gate.wait()
+            else:
+                await anyio.sleep(seconds)
+        self._pause = None
+        return not self._closing
+
+    async def recycle(self, grace: float, why: str) -> None:
+        """Stop the current child so that its supervisor can start it again.
+
+        Asked to close, it has ``grace`` seconds to exit before it is killed. A
+        start under way is called off. Returns once the child has gone.
+        """
+        if not self._in_session:
+            return
+        done = self._session_done
+        self._recycled = f"stopped: {why}"
+        if self._launching is not None:
+            self._launching.cancel()
+        elif self.messenger is not None and not self.messenger.closed:
+            try:
+                self.messenger.request_close_nowait()
+            except Exception:  # already gone: the manager sees the exit
+                logger.debug("child %r: close request not sent", self.name, exc_info=True)
+        with anyio.move_on_after(grace):
+            await done.wait()
+            return
+        logger.warning(
+            "child %r did not exit within %gs of its restart; killing it", self.name, grace
+        )
+        if self.child is not None:
+            self.child.kill()
+        await done.wait()
+
+    async def settled(self) -> None:
+        """Wait until a restart under way has ended: running, ended again, or gone."""
+        sessions = self.sessions
+        while self.state != "running" and self.sessions == sessions:
+            if self._finished.is_set():
                 return
-            self.restarts += 1
-            self.state = "restarting"
-            delay = window.delay()
-            logger.warning(
-                "child %r %s; restarting in %.2gs (%s)",
-                self.name,
-                "crashed" if failed else "exited",
-                delay,
-                window,
-            )
-            with anyio.CancelScope() as self._pause:
-                await anyio.sleep(delay)
-            if self.closing:  # kill() or aclose() during the pause
-                return
+            await self._changed.wait()
+
+    def alive(self) -> bool:
+        """False once the child has stopped for good (closed, killed or given up on)."""
+        return not self._finished.is_set() and not self._closing and self.state != "failed"
 
     async def _session(
         self, task_status: anyio.abc.TaskStatus[None] | None
@@ -301,7 +355,8 @@ class Service:
         logger.warning("child %r closed its connection but did not exit; killing it", self.name)
         child.kill()
 
-    def _give_up(self, failure: BaseException | None, detail: str) -> None:
+    def give_up(self, failure: BaseException | None, detail: str) -> None:
+        """The child will not start again: closed (no failure) or failed."""
         if failure is None:
             self.state = "closed"
             return
@@ -401,6 +456,7 @@ class Service:
             last_exit=self.last_exit,
             rss=rss,
             cpu_percent=cpu,
+            last_exit_reason=self.last_exit_reason,
         )
 
     async def wait_closed(self) -> None:

@@ -56,8 +56,8 @@ class WorkerStarter(abc.ABC):
         name: str | None = None,
         cpu: int | tuple[int, ...] | list[int] | None = None,
         restart: RestartPolicy = "never",
-        max_restarts: int = 3,
-        restart_window: float = 5.0,
+        max_restarts: int | None = None,
+        restart_window: float | None = None,
         startup_timeout: float = 30.0,
         log_level: int | None = None,
         **kwargs: Any,
@@ -78,8 +78,11 @@ class WorkerStarter(abc.ABC):
 
         ``restart``: ``"never"`` (a crash fails the supervisor, as an
         unhandled worker failure does), ``"on-failure"`` (restart after a
-        crash or non-zero exit) or ``"always"``; more than ``max_restarts``
-        restarts within ``restart_window`` seconds fails the supervisor. Calls
+        crash or non-zero exit) or ``"always"`` (after a clean exit too). The
+        supervisor's ``strategy`` says which children restart with it, after
+        its backoff; more restarts than its ``max_restarts`` within its
+        ``restart_window`` make it escalate. ``max_restarts`` and
+        ``restart_window`` given here add a limit of this child's own. Calls
         in flight when the child dies raise :class:`~corral.WorkerCrashed`;
         calls made while it restarts wait for the new child. Leaving the block
         closes the child gracefully (see :meth:`Proxy.aclose`), within

@@ -17,13 +17,21 @@ from ._errors import HooksFailed, SupervisorNotRunning, WorkerFailed
 from ._eventloop import LoopHandle
 from ._forker import Forker
 from ._hooks import HookResults, Hooks
-from ._lifetime import ProxyStatistics
+from ._lifetime import (
+    BACKOFF,
+    MAX_BACKOFF,
+    ProxyStatistics,
+    RestartEvent,
+    RestartWindow,
+    check_policy,
+)
 from ._pool import Pool
 from ._scheduler import IntervalWorker, Scheduler
 from ._service import Service
 from ._spawn import child_env
 from ._specs import W, WorkerSpec
 from ._starting import WorkerStarter
+from ._supervision import Strategy, Supervision
 from ._threads import ThreadPool
 from ._worker import Runtime, Worker, WorkerStatistics
 from ._workers import EventWorker, LoopWorker, QueueWorker
@@ -44,6 +52,13 @@ class SupervisorStatistics:
     workers: tuple[WorkerStatistics, ...]
     threads_busy: int
     children: tuple[ProxyStatistics, ...] = ()
+    strategy: Strategy = "one_for_one"
+    restarts: int = 0
+    """Restarts this supervisor has made (a group restarted together counts once)."""
+    restart_history: tuple[RestartEvent, ...] = ()
+    """Its last 100 restarts, oldest first: which child, why, when, the backoff, siblings."""
+    supervisors: tuple[SupervisorStatistics, ...] = ()
+    """Its nested supervisors (``sup.supervisor()``), each with its own children."""
 
 
 @final
@@ -67,6 +82,19 @@ class Supervisor(WorkerStarter):
 
     Sync functions run in threads owned by the supervisor (at most
     ``max_threads`` at once), which are gone when the block exits.
+
+    Children (``spawn``, ``control_loop`` and nested ``supervisor()``) that
+    may restart do so by OTP's rules. ``strategy`` says which restart
+    together: ``"one_for_one"`` (the one that ended), ``"one_for_all"``
+    (all: the others are stopped, the last started first, then all start
+    again in start order) or ``"rest_for_one"`` (it and those started after
+    it). Each restart waits a backoff: the n-th restart of a child within
+    ``restart_window`` waits between half and all of ``min(backoff * 2 **
+    (n - 1), max_backoff)`` seconds. More than ``max_restarts`` restarts
+    within ``restart_window`` seconds make the supervisor escalate: it stops
+    its children and fails (``async with`` raises
+    :class:`~corral.WorkerFailed` with the restart history), or, when
+    nested, fails as a child of its parent.
     """
 
     def __init__(
@@ -75,6 +103,11 @@ class Supervisor(WorkerStarter):
         name: str = "supervisor",
         shutdown_timeout: float = 5.0,
         max_threads: int = 40,
+        strategy: Strategy = "one_for_one",
+        max_restarts: int = 3,
+        restart_window: float = 5.0,
+        backoff: float = BACKOFF,
+        max_backoff: float = MAX_BACKOFF,
     ) -> None:
         if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, int | float):
             raise TypeError(
@@ -88,6 +121,16 @@ class Supervisor(WorkerStarter):
             raise ValueError(
                 f"max_threads must be a whole number of at least 1, got {max_threads!r}"
             )
+        self._supervision = Supervision(
+            name,
+            strategy=strategy,
+            max_restarts=max_restarts,
+            restart_window=restart_window,
+            backoff=backoff,
+            max_backoff=max_backoff,
+        )
+        self._supervision.grace = float(shutdown_timeout)
+        self._supervision.on_escalate = self._failed
         self.name = name
         self.shutdown_timeout = float(shutdown_timeout)
         self.max_threads = max_threads
@@ -106,6 +149,8 @@ class Supervisor(WorkerStarter):
         self._workers_gone: anyio.Event | None = None
         self._body: anyio.CancelScope | None = None
         self._forker: Forker | None = None
+        self._parent: Supervisor | None = None
+        self._nested: dict[str, Supervisor] = {}
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.name!r} {self._state} workers={len(self._workers)}>"
@@ -137,17 +182,22 @@ class Supervisor(WorkerStarter):
             raise
         self._outer = outer
         self._forker = Forker(outer, child_env)  # its zygote starts with the first child
-        self._task_group = workers
-        self._scheduler = Scheduler(loop, workers)
-        workers.start_soon(self._scheduler.serve, name="corral-scheduler")
         threads = ThreadPool(loop, max_threads=self.max_threads, name=f"corral:{self.name}")
-        self._runtime = Runtime(loop, threads, workers, self._worker_failed)
+        self._open(workers, loop, threads)
         # The body gets a scope of its own, so a worker failure can cancel the
         # body while the other workers still stop gracefully.
         self._body = anyio.CancelScope()
         self._body.__enter__()
-        self._state = "running"
         return self
+
+    def _open(self, workers: TaskGroup, loop: LoopHandle, threads: ThreadPool) -> None:
+        self._task_group = workers
+        self._scheduler = Scheduler(loop, workers)
+        workers.start_soon(self._scheduler.serve, name="corral-scheduler")
+        self._runtime = Runtime(loop, threads, workers, self._worker_failed)
+        self._supervision.tasks = workers
+        workers.start_soon(self._supervision.serve, name="corral-restarts")
+        self._state = "running"
 
     async def _host_workers(self, *, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
         try:
@@ -175,25 +225,9 @@ class Supervisor(WorkerStarter):
             body_cancelled_by_us = bool(self._body.__exit__(exc_type, exc, tb))
         except BaseException as remaining:  # finish the shutdown first, then raise it
             body_cancelled_by_us, exc, reraise = False, remaining, True
-        self._state = "stopping"
-        workers = list(self._workers.values())
         try:
-            with anyio.CancelScope(shield=True):
-                await self._stop_gracefully(workers)
-        finally:  # also when a native asyncio cancel or Ctrl-C cut the graceful stop short
-            with anyio.CancelScope(shield=True):
-                self._task_group.cancel_scope.cancel()
-                await self._workers_gone.wait()
-                for pool in self._pools:  # (a Dask client; local workers closed as children)
-                    await pool.aclose()
-                if self._forker is not None:
-                    await self._forker.aclose()
-            for worker in workers:
-                worker._cancelled()  # only those the cancellation caught mid-run
-            with anyio.CancelScope(shield=True):
-                hooks = await self._run_shutdown_hooks()
-                await self._runtime.threads.aclose(timeout=self.shutdown_timeout)
-            self._state = "stopped"
+            hooks = await self._shut_down()
+        finally:
             await self._outer.__aexit__(None, None, None)
         if self._failure is not None:
             if exc is not None and not body_cancelled_by_us:
@@ -214,6 +248,44 @@ class Supervisor(WorkerStarter):
             raise HooksFailed(hooks.errors)
         return body_cancelled_by_us
 
+    async def _shut_down(self) -> HookResults:
+        """Stop every worker and child: gracefully, then by cancellation; then the hooks."""
+        assert self._runtime is not None
+        assert self._task_group is not None
+        assert self._workers_gone is not None
+        self._state = "stopping"
+        workers = list(self._workers.values())
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._stop_gracefully(workers)
+        finally:  # also when a native asyncio cancel or Ctrl-C cut the graceful stop short
+            with anyio.CancelScope(shield=True):
+                for nested in self._nested.values():
+                    await nested._cancel()
+                self._task_group.cancel_scope.cancel()
+                await self._workers_gone.wait()
+                for pool in self._pools:  # (a Dask client; local workers closed as children)
+                    await pool.aclose()
+                if self._forker is not None and self._parent is None:
+                    await self._forker.aclose()
+            for worker in workers:
+                worker._cancelled()  # only those the cancellation caught mid-run
+            with anyio.CancelScope(shield=True):
+                hooks = await self._run_shutdown_hooks()
+                if self._parent is None:  # (nested supervisors lend their parent's threads)
+                    await self._runtime.threads.aclose(timeout=self.shutdown_timeout)
+            self._state = "stopped"
+        return hooks
+
+    async def _cancel(self) -> None:
+        """(Nested) cut a stop short: cancel every task of this supervisor."""
+        assert self._task_group is not None
+        assert self._workers_gone is not None
+        for nested in self._nested.values():
+            await nested._cancel()
+        self._task_group.cancel_scope.cancel()
+        await self._workers_gone.wait()
+
     async def _stop_gracefully(self, workers: list[Worker]) -> None:
         """Stop workers that feed queues first, then each queue once drained, then children."""
         queues = [w for w in workers if isinstance(w, QueueWorker)]
@@ -227,8 +299,11 @@ class Supervisor(WorkerStarter):
                 queue.stop()
                 await queue.wait_stopped()
             async with anyio.create_task_group() as closing:  # children close together
+                left = max(scope.deadline - anyio.current_time(), 0)
                 for child in self._children.values():
-                    closing.start_soon(child.aclose, max(scope.deadline - anyio.current_time(), 0))
+                    closing.start_soon(child.aclose, left)
+                for nested in self._nested.values():
+                    closing.start_soon(nested.aclose)
             return
         late = [w.name for w in workers if w.state.value in ("running", "stopping")]
         if not late:  # the last one stopped just as time ran out
@@ -259,17 +334,26 @@ class Supervisor(WorkerStarter):
         return HookResults()
 
     def _worker_failed(self, worker: Worker, error: Exception) -> None:
-        self._failed(worker.name, error)
+        loop = self._runtime.loop if self._runtime is not None else None
+        if loop is None or loop.in_loop_thread():
+            self._failed(worker.name, error)
+        else:  # (a sync function's run ends in its thread)
+            loop.call_soon_threadsafe(self._failed, worker.name, error)
 
     def _failed(self, name: str, error: BaseException) -> None:
+        if self._parent is not None:  # nested: an unhandled worker failure is fatal to it
+            self._supervision.escalate_self(WorkerFailed(name, error))
+            return
         if self._failure is None:
-            if name in self._children:
+            if name in self._children or name in self._nested:
                 self._failure = WorkerFailed(
                     name,
                     error,
                     "Pass restart='on-failure' to sup.spawn() or sup.control_loop() to restart "
-                    "a child that crashes.",
+                    "a child that crashes, or give the supervisor a larger max_restarts= if it "
+                    "restarts too often.",
                 )
+                self._failure.history = tuple(self._supervision.history)
             else:
                 self._failure = WorkerFailed(name, error)
             logger.debug("supervisor %r: worker %r failed", self.name, name, exc_info=error)
@@ -309,6 +393,77 @@ class Supervisor(WorkerStarter):
         self._pools.append(pool)
         return pool
 
+    async def supervisor(
+        self,
+        *,
+        name: str | None = None,
+        strategy: Strategy = "one_for_one",
+        max_restarts: int = 3,
+        restart_window: float = 5.0,
+        backoff: float = BACKOFF,
+        max_backoff: float = MAX_BACKOFF,
+        restart: Literal["never", "on-failure"] = "on-failure",
+    ) -> Supervisor:
+        """A nested supervisor, running, and a child of this one; returns it.
+
+        >>> async def main() -> None:
+        ...     async with corral.Supervisor(strategy="one_for_one") as sup:
+        ...         camera = await sup.supervisor(name="camera", strategy="one_for_all")
+        ...         grabber = await camera.spawn(Grabber, restart="on-failure")
+        ...         encoder = await camera.spawn(Encoder, restart="on-failure")
+
+        Everything started through it is its own, with its own strategy and
+        restart limits. When it escalates (its limit exceeded, a child with
+        ``restart="never"`` failed, or one of its in-process workers failed
+        unhandled) it stops its children and fails as a child of this
+        supervisor, which restarts it (with ``restart="on-failure"``: its
+        held children start again in order, its count afresh), counted
+        against this supervisor's own limit, by this supervisor's strategy,
+        or escalates in turn (``restart="never"``). It stops with this
+        supervisor, or earlier with ``await nested.aclose()``.
+        """
+        runtime = self._running()
+        check_policy(restart, ("never", "on-failure"))
+        nested = Supervisor(
+            name=self._unique_name(name, Supervisor),
+            shutdown_timeout=self.shutdown_timeout,
+            max_threads=self.max_threads,
+            strategy=strategy,
+            max_restarts=max_restarts,
+            restart_window=restart_window,
+            backoff=backoff,
+            max_backoff=max_backoff,
+        )
+        inner = nested._supervision
+        inner.restart = restart
+        nested._parent, nested._forker = self, self._forker
+        nested._workers_gone = anyio.Event()
+        workers: TaskGroup = await runtime.task_group.start(
+            nested._host_workers, name=f"corral-supervisor:{nested.name}"
+        )
+        nested._open(workers, runtime.loop, runtime.threads)
+        inner.parent = self._supervision
+        self._supervision.children.append(inner)
+        self._nested[nested.name] = nested
+        return nested
+
+    async def aclose(self) -> None:
+        """Stop a nested supervisor now, as leaving a block stops a top one.
+
+        Its workers and children stop gracefully (then by cancellation after
+        ``shutdown_timeout``) and its ``on_shutdown`` hooks run. A top
+        supervisor is stopped by leaving its ``async with`` block instead.
+        """
+        if self._parent is None:
+            raise RuntimeError(
+                f"supervisor {self.name!r} is not nested; leave its `async with` block to stop it"
+            )
+        self._supervision.state = "closed"
+        if self._state == "running":
+            await self._shut_down()
+        elif self._workers_gone is not None:
+            await self._workers_gone.wait()
+
     def _register_pool_worker(self, service: Service) -> None:
         service.name = self._unique_name(service.name, None)
         self._children[service.name] = service
@@ -322,12 +477,16 @@ class Supervisor(WorkerStarter):
         if job:  # it starts in the background, and its end, crash or not, is the job's result
             runtime.task_group.start_soon(service.run, name=f"corral-child:{service.name}")
             return
-        service.on_failure = self._failed  # a child given up on fails the supervisor
+        supervision = self._supervision  # its strategy restarts it, or escalates
+        service.policy = supervision
+        window = service.restart_window or supervision.window.seconds
+        service.window = RestartWindow(service.max_restarts, window)
         try:
             await runtime.task_group.start(service.run, name=f"corral-child:{service.name}")
         except BaseException:
             del self._children[service.name]
             raise
+        supervision.children.append(service)
         logger.debug("supervisor %r spawned %r", self.name, service)
 
     def _start(self, spec: WorkerSpec[W]) -> W:
@@ -369,12 +528,17 @@ class Supervisor(WorkerStarter):
         watch for their own ``statistics()``.
         """
         runtime = self._runtime
+        supervision = self._supervision
         return SupervisorStatistics(
             name=self.name,
             state=self._state,
             workers=tuple(w.statistics() for w in self._workers.values()),
             threads_busy=len(runtime.threads.busy()) if runtime is not None else 0,
             children=tuple(child.statistics() for child in self._children.values()),
+            strategy=supervision.strategy,
+            restarts=supervision.restarts,
+            restart_history=tuple(supervision.history),
+            supervisors=tuple(nested.statistics() for nested in self._nested.values()),
         )
 
     # -- helpers -----------------------------------------------------------------
@@ -396,7 +560,7 @@ class Supervisor(WorkerStarter):
         return self._runtime
 
     def _unique_name(self, name: str | None, fn: Any) -> str:
-        taken = self._workers.keys() | self._children.keys()
+        taken = self._workers.keys() | self._children.keys() | self._nested.keys()
         if name is not None:
             if name in taken:
                 raise ValueError(
