@@ -26,7 +26,7 @@ async def restarted(proxy: corral.Proxy[Journal], old: int) -> int:
     with anyio.fail_after(20):
         while True:
             try:
-                pid = await proxy.getpid()
+                pid: int = await proxy.getpid()
             except (corral.WorkerCrashed, corral.WorkerStopped):
                 continue  # the call raced the restart; the next one waits for it
             if pid != old:

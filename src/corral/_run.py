@@ -1,15 +1,28 @@
-"""``corral.run``: the entry point that picks the fastest event loop available."""
+"""``corral.run``: the entry point that picks the fastest event loop available, and
+turns SIGINT and SIGTERM into a graceful stop (a second one kills at once)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
+import os
+import signal
+import sys
+import threading
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar, TypeVarTuple
+from types import FrameType
+from typing import Any, Literal, TypeVar, TypeVarTuple
 
 import anyio
+import psutil
 
+from ._eventloop import LoopHandle
+
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def uvloop_available() -> bool:
@@ -28,11 +41,19 @@ def run(
     On asyncio, uvloop is used when it is installed (``use_uvloop=None``);
     pass ``use_uvloop=False`` for the stock loop. ``backend="trio"`` runs on
     trio, if installed.
+
+    Called from the main thread, it handles SIGINT (Ctrl-C) and SIGTERM: the
+    first cancels ``main``, so every supervisor in it stops gracefully (within
+    its ``shutdown_timeout``, then by killing); then ``run`` raises
+    ``KeyboardInterrupt`` (SIGINT) or ``SystemExit(143)`` (SIGTERM). A second
+    one while that goes on kills every child process at once and exits the
+    interpreter (status 130 or 143). The previous handlers are restored on
+    return.
     """
     if backend == "trio":
         if use_uvloop:
             raise ValueError("use_uvloop applies only to backend='asyncio'")
-        return anyio.run(main, *args, backend="trio")
+        return anyio.run(_stoppable, main, args, backend="trio")
     if backend != "asyncio":
         raise ValueError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
     if use_uvloop is None:
@@ -41,4 +62,60 @@ def run(
         raise RuntimeError(
             "uvloop is not installed: `pip install uvloop`, or pass use_uvloop=False"
         )
-    return anyio.run(main, *args, backend="asyncio", backend_options={"use_uvloop": use_uvloop})
+    return anyio.run(
+        _stoppable, main, args, backend="asyncio", backend_options={"use_uvloop": use_uvloop}
+    )
+
+
+async def _stoppable(main: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+    """``await main(*args)``, cancelled by the first SIGINT or SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        return await main(*args)  # (signal handlers can only be set from the main thread)
+    stop = _Stop(LoopHandle())
+    previous = {signum: signal.signal(signum, stop.handle) for signum in STOP_SIGNALS}
+    try:
+        with stop.scope:
+            return await main(*args)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if stop.signum is not None:
+            logger.info("stopped by %s", signal.Signals(stop.signum).name)
+    if stop.signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signal.SIGTERM)
+
+
+class _Stop:
+    """The handler of SIGINT and SIGTERM: the first stops gracefully, the second kills."""
+
+    def __init__(self, loop: LoopHandle) -> None:
+        self.loop = loop
+        self.scope = anyio.CancelScope()
+        self.signum: int | None = None
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is None:
+            self.signum = signum
+            logger.warning(
+                "%s: stopping gracefully; %s again kills every child at once",
+                name,
+                "Ctrl-C" if signum == signal.SIGINT else name,
+            )
+            self.loop.call_soon_threadsafe(self.scope.cancel)
+            return
+        logger.error("%s again: killing every child process and exiting now", name)
+        kill_descendants()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(128 + signum)
+
+
+def kill_descendants() -> None:
+    """SIGKILL every process this one started, and theirs."""
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
