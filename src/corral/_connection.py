@@ -22,7 +22,7 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Generator, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import anyio
 import anyio.abc
@@ -58,6 +58,19 @@ class Future(Protocol):
     def set_result(self, value: Any, /) -> None: ...
     def set_exception(self, error: BaseException, /) -> None: ...
     def __await__(self) -> Generator[Any, None, Any]: ...
+
+
+class _Gone:
+    """The handler of a connection that has ended: frames still arriving are dropped."""
+
+    def frames_received(self, frames: list[RawFrame]) -> None:
+        pass
+
+    def connection_lost(self, error: BaseException | None) -> None:
+        pass
+
+
+_GONE: Final = _Gone()
 
 
 class Connection(abc.ABC):
@@ -132,7 +145,12 @@ class Connection(abc.ABC):
         if self._drained is not None:
             self._drained.set()
             self._drained = None
-        self._handler.connection_lost(error)
+        # Let go of the messenger and the 256 KiB read buffer now: the errors the
+        # calls in flight raise keep the messenger in reference cycles (through
+        # their tracebacks), so without this they would wait for the collector.
+        handler, self._handler = self._handler, _GONE
+        self._decoder = FrameDecoder(self._decoder.max_frame_size, chunk=256)
+        handler.connection_lost(error)
 
 
 async def open_connection(
@@ -176,10 +194,13 @@ class _AsyncioConnection(Connection):
         self._lost(None)
 
     def _write(self, pieces: Pieces) -> None:
+        transport = self._transport
+        if transport.is_closing():  # a send failed: its connection_lost is on its way
+            return
         if len(pieces) == 1:
-            self._transport.write(pieces[0])
+            transport.write(pieces[0])
         else:
-            self._transport.writelines(pieces)
+            transport.writelines(pieces)
 
 
 class _Protocol(asyncio.BufferedProtocol):

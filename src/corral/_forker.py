@@ -34,6 +34,30 @@ REPORT_GRACE: Final = 1.0  # ... and one that has not reported a child's exit by
 CLOSE_GRACE: Final = 2.0
 
 
+
+# The first lines a child runs, before it imports corral: the kernel is to kill
+# it when its parent dies (PR_SET_PDEATHSIG), and a parent already gone (killed
+# while this interpreter started) ends it at once. Importing corral takes ~100 ms,
+# seconds on a loaded machine: a host killed then would leave it running that long.
+_BOOT = """\
+import os, sys
+if sys.platform == "linux":
+    import ctypes, signal
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+if os.getppid() != int(sys.argv[2]):
+    os._exit(0)
+from {module} import main
+main(sys.argv)
+"""
+
+
+def boot_command(module: str, fd: int) -> list[str]:
+    """The command that runs ``module``'s ``main`` in a child that dies with this process."""
+    return [sys.executable, "-c", _BOOT.format(module=module), str(fd), str(os.getpid())]
+
 class ForkLost(Exception):
     """A fork was asked for and the zygote never said how it went: start on fresh pipes."""
 
@@ -216,7 +240,7 @@ class Forker:
         host, zygote = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._popen = subprocess.Popen(  # noqa: ASYNC220  (fork+exec: ~1 ms)
-                [sys.executable, "-m", "corral._zygote", str(zygote.fileno())],
+                boot_command("corral._zygote", zygote.fileno()),
                 pass_fds=(zygote.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env=self._environment(),

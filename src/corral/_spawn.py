@@ -34,7 +34,7 @@ import psutil
 from ._answers import rebuild_failure
 from ._connection import open_connection
 from ._errors import RemoteError, StartupError, WorkerCrashed
-from ._forker import Forked, Forker, ForkLost, reap
+from ._forker import Forked, Forker, ForkLost, boot_command, reap
 from ._logs import LOGS, relog
 from ._messenger import Messenger
 from ._wire import DEFAULT_MAX_FRAME, dumps_inband
@@ -301,7 +301,7 @@ async def _start_process(
                 popen = await forker.fork(child_sock.fileno(), stderr_write, fork_timeout)
             if popen is None:
                 popen = subprocess.Popen(  # noqa: ASYNC220  (fork+exec: ~1 ms; no thread hop)
-                    [sys.executable, "-m", "corral._child", str(child_sock.fileno())],
+                    boot_command("corral._child", child_sock.fileno()),
                     pass_fds=(child_sock.fileno(), *pass_fds),
                     stdin=subprocess.DEVNULL,
                     stderr=stderr_write,

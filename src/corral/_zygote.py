@@ -57,7 +57,10 @@ def main(argv: list[str]) -> NoReturn:
                     pass
             _reap(sock)
         if sock.fileno() in readable:
-            data, fds, _flags, _address = socket.recv_fds(sock, MAX_MESSAGE, 3)
+            try:
+                data, fds, _flags, _address = socket.recv_fds(sock, MAX_MESSAGE, 3)
+            except OSError:  # the host died with our reports unread (ECONNRESET)
+                os._exit(0)
             if not data:  # the host closed its end: we are done
                 os._exit(0)
             request = pickle.loads(data)
