@@ -36,6 +36,7 @@ from ._hooks import Hooks as Hooks
 from ._job import Job as Job
 from ._job import ProcessTimers as ProcessTimers
 from ._lifetime import ProxyStatistics as ProxyStatistics
+from ._lifetime import SupervisorStatistics as SupervisorStatistics
 from ._loophost import ControlLoopProxy as ControlLoopProxy
 from ._loopstats import ControlLoopStatistics as ControlLoopStatistics
 from ._loopstats import Percentiles as Percentiles
@@ -62,7 +63,6 @@ from ._standalone import open_worker as open_worker
 from ._standalone import spawn as spawn
 from ._standalone import start as start
 from ._supervisor import Supervisor as Supervisor
-from ._supervisor import SupervisorStatistics as SupervisorStatistics
 from ._timing import Timer as Timer
 from ._timing import TimingSummary as TimingSummary
 from ._timing import catchtime as catchtime

@@ -34,7 +34,6 @@ REPORT_GRACE: Final = 1.0  # ... and one that has not reported a child's exit by
 CLOSE_GRACE: Final = 2.0
 
 
-
 # The first lines a child runs, before it imports corral: the kernel is to kill
 # it when its parent dies (PR_SET_PDEATHSIG), and a parent already gone (killed
 # while this interpreter started) ends it at once. Importing corral takes ~100 ms,
@@ -57,6 +56,7 @@ main(sys.argv)
 def boot_command(module: str, fd: int) -> list[str]:
     """The command that runs ``module``'s ``main`` in a child that dies with this process."""
     return [sys.executable, "-c", _BOOT.format(module=module), str(fd), str(os.getpid())]
+
 
 class ForkLost(Exception):
     """A fork was asked for and the zygote never said how it went: start on fresh pipes."""

@@ -8,6 +8,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal, final, get_args
 
+from ._worker import WorkerStatistics
+
 RestartPolicy = Literal["never", "on-failure", "always"]
 ServiceState = Literal["starting", "running", "restarting", "closing", "closed", "failed"]
 
@@ -123,3 +125,25 @@ class RestartWindow:
             f"(restarted {len(self._times)} times within {self.seconds:g}s: "
             f"max_restarts={self.max_restarts} reached)"
         )
+
+
+SupervisorState = Literal["new", "running", "stopping", "stopped"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SupervisorStatistics:
+    """A frozen snapshot of a supervisor and every worker it has started."""
+
+    name: str
+    state: SupervisorState
+    workers: tuple[WorkerStatistics, ...]
+    threads_busy: int
+    children: tuple[ProxyStatistics, ...] = ()
+    strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "one_for_one"
+    restarts: int = 0
+    """Restarts this supervisor has made (a group restarted together counts once)."""
+    restart_history: tuple[RestartEvent, ...] = ()
+    """Its last 100 restarts, oldest first: which child, why, when, the backoff, siblings."""
+    supervisors: tuple[SupervisorStatistics, ...] = ()
+    """Its nested supervisors (``sup.supervisor()``), each with its own children."""
