@@ -110,7 +110,9 @@ class Echo:
         os.kill(os.getpid(), signal.SIGKILL)
 
     def garbage(self) -> None:
-        os.write(int(sys.argv[1]), b"\xff" * 64)
+        # (this child's socket: sys.argv names it only in a spawned child, not a forked one)
+        connection: Any = getattr(corral.messenger(), "_connection")  # noqa: B009
+        os.write(connection._transport.get_extra_info("socket").fileno(), b"\xff" * 64)
 
     def block(self, seconds: float) -> str:
         time.sleep(seconds)

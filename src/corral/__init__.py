@@ -36,6 +36,7 @@ from ._hooks import Hooks as Hooks
 from ._job import Job as Job
 from ._job import ProcessTimers as ProcessTimers
 from ._lifetime import ProxyStatistics as ProxyStatistics
+from ._lifetime import RestartEvent as RestartEvent
 from ._lifetime import SupervisorStatistics as SupervisorStatistics
 from ._loophost import ControlLoopProxy as ControlLoopProxy
 from ._loopstats import ControlLoopStatistics as ControlLoopStatistics
@@ -110,6 +111,7 @@ __all__ = [
     "RemoteAttribute",
     "RemoteError",
     "Request",
+    "RestartEvent",
     "ResultError",
     "RunError",
     "SerializationError",

@@ -58,6 +58,43 @@ class Done:
     errors: dict[int, BaseException]
 
 
+class Outcomes:
+    """A map's finished chunks, in the order they finish, for its one taker.
+
+    (Not an anyio memory stream: one dropped unclosed in a garbage cycle, say
+    with the traceback of a cancellation, warns when the collector gets to it.)
+    """
+
+    __slots__ = ("_arrived", "_ended", "_ready")
+
+    def __init__(self) -> None:
+        self._ready: deque[Done] = deque()
+        self._arrived = anyio.Event()
+        self._ended = False
+
+    def put(self, done: Done) -> None:
+        self._ready.append(done)
+        self._arrived.set()
+
+    def end(self, *, drop: bool = False) -> None:
+        """No more will come (``drop``: and those not taken are dropped)."""
+        self._ended = True
+        if drop:
+            self._ready.clear()
+        self._arrived.set()
+
+    async def receive(self) -> Done | None:
+        """The next finished chunk, waiting for one; None once ended and all taken."""
+        while not self._ready:
+            if self._ended:
+                return None
+            arrived = self._arrived
+            await arrived.wait()
+            if self._arrived is arrived:
+                self._arrived = anyio.Event()
+        return self._ready.popleft()
+
+
 @dataclass(eq=False)
 class Batch:
     """The items of one map call, and what has come of them."""
@@ -81,7 +118,7 @@ class Batch:
 
     def __post_init__(self) -> None:
         self._room = anyio.Event()  # set (and replaced) when a chunk leaves the window
-        self._send, self.outcomes = anyio.create_memory_object_stream[Done](math.inf)
+        self.outcomes = Outcomes()
         self.reader = anyio.CancelScope()  # the task reading the items
         self._sizes: deque[int] = deque()  # the chunks read, in order, not yet all taken
         self._taken = 0
@@ -89,9 +126,7 @@ class Batch:
     def close(self, *, taker: bool = False) -> None:
         """No more outcomes (``taker``: and nobody takes them any more)."""
         self.closed = True
-        self._send.close()
-        if taker:
-            self.outcomes.close()
+        self.outcomes.end(drop=taker)
 
     def sizes_read(self, size: int) -> None:
         self._sizes.append(size)
@@ -161,7 +196,7 @@ class Batch:
 
     def _emit(self, done: Done) -> None:
         if not self.closed:  # (left early: nobody takes it)
-            self._send.send_nowait(done)
+            self.outcomes.put(done)
 
     def _check_ended(self) -> None:
         if self.length is not None and self.done >= self.length and not self.closed:

@@ -281,9 +281,13 @@ class Forker:
             while (message := await self._receive()) is not None:
                 kind = message[0]
                 if kind in ("forked", "failed"):
-                    done, answer = self._pending.pop(message[1])
-                    answer.extend((kind, message[2]))
-                    done.set()
+                    # (None: its fork() was cancelled; the child it got finds its
+                    # socket closed and exits)
+                    request = self._pending.pop(message[1], None)
+                    if request is not None:
+                        done, answer = request
+                        answer.extend((kind, message[2]))
+                        done.set()
                 elif kind == "exited":
                     child = self._children.pop(message[1], None)
                     if child is not None:

@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, Self, TypeVar
 
-import anyio
 import sniffio
 
 from ._batch import Batch, Done
@@ -104,9 +103,8 @@ class MapIterator(Generic[T]):
                 self._next_start += len(ready.values)
                 batch.taken(len(ready.values))
                 return ready
-            try:
-                done = await batch.outcomes.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
+            done = await batch.outcomes.receive()
+            if done is None:
                 return None
             if not self._ordered:
                 batch.taken(len(done.values))

@@ -272,7 +272,7 @@ class _ProxyStream:
             return await self._inner.__anext__()
         except StopAsyncIteration:
             raise
-        except BaseException:
+        except Exception:  # (a cancelled step is not an error of the stream, nor of a call)
             counts[1] += 1
             raise
         finally:

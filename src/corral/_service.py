@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ._errors import ProtocolError, WorkerStopped
+from ._errors import ProtocolError, StartupError, WorkerStopped
 from ._forker import Forker
 from ._lifetime import (
     ProxyStatistics,
@@ -135,8 +135,9 @@ class Service:
                 if self.child is not None and self.child.returncode is None:
                     self.child.kill()
                     await self.child.wait()
-            if self.messenger is not None:
+            if self.messenger is not None:  # (cancelled: the session ended uncleanly)
                 self.messenger._fail_all(self._stopped_error())
+                self.messenger.abort()  # its socket too, now
                 self.messenger = None
             if self.state not in ("failed",):
                 self.state = "closed"
@@ -263,6 +264,8 @@ class Service:
                     )
             except Exception as error:
                 failure = error
+                if isinstance(error, StartupError) and error.exit_code is not None:
+                    self.last_exit = error.exit_code  # (it exited as it started)
             finally:
                 self._launching = None
             if failure is None and launching.cancelled_caught:
