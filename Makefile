@@ -35,6 +35,7 @@ bench: bytecode
 	$(BIN)/python benchmarks/control_loop.py
 	$(BIN)/python benchmarks/process.py
 	$(BIN)/python benchmarks/pool.py
+	$(BIN)/python benchmarks/soak.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

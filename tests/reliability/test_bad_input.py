@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -40,6 +42,7 @@ from hypothesis import strategies as st
 
 import corral
 from corral._wire import DEFAULT_MAX_FRAME, HEADER, FrameDecoder, Kind, RawFrame, encode
+from tests.hosts import ROOT
 from tests.reliability.children import (
     EXIT_ON_IMPORT,
     IMPORT_EXIT,
@@ -48,14 +51,12 @@ from tests.reliability.children import (
     ExitsInInit,
     ExitsOnRestart,
     Faulty,
-    LockedError,
     LockedResult,
     Plain,
     RaisesLocked,
     RaisesTwoArgument,
     Relay,
     SizedResult,
-    TwoArgumentError,
     Unloadable,
     answer,
     exits_at_once,
@@ -706,9 +707,20 @@ def test_the_corrupt_frames_strategy_makes_only_frames_the_decoder_refuses(
 
 
 def test_the_locked_and_two_argument_errors_really_will_not_cross() -> None:
-    import pickle  # noqa: PLC0415
-
-    with pytest.raises(TypeError):
-        pickle.dumps(LockedError("x"))
-    with pytest.raises(TypeError):
-        pickle.loads(pickle.dumps(TwoArgumentError(1, 2)))
+    # In a fresh interpreter, as in a child: importing distributed (the Dask tests)
+    # makes every exception unpickle in this one (tblib's pickling support).
+    check = (
+        "import pickle\n"
+        "from tests.reliability.children import LockedError, TwoArgumentError\n"
+        "for make in (lambda: pickle.dumps(LockedError('x')),\n"
+        "             lambda: pickle.loads(pickle.dumps(TwoArgumentError(1, 2)))):\n"
+        "    try:\n"
+        "        make()\n"
+        "    except TypeError:\n"
+        "        continue\n"
+        "    raise SystemExit('it crossed')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr

@@ -262,12 +262,8 @@ def proxy_call(rng: random.Random, proxy: corral.Proxy[Calls], i: int) -> Callab
         async def call() -> None:
             got: list[int] = []
             if leave != 0:  # (0: made and dropped unread)
-                async for item in stream(n, i):
-                    got.append(item)
-                    if len(got) == leave:
-                        break
-            assert got == list(range(i, i + len(got)))
-            assert len(got) == (n if leave is None else leave)
+                await read_some(stream(n, i), leave, got)
+            check_stream(got, i, n, leave)
 
     return call
 
@@ -282,6 +278,20 @@ async def settle_proxy(proxy: corral.Proxy[Calls], tasks: int) -> None:
     assert [x async for x in proxy.count(100)] == list(range(100))
     assert [x async for x in proxy.count_sync(70, 3)] == list(range(3, 73))
     assert proxy.statistics().in_flight == 0
+
+
+async def read_some(items: AsyncIterator[Any], leave: int | None, got: list[int]) -> None:
+    """Take items into ``got``, leaving the stream after ``leave`` of them (None: all)."""
+    async for item in items:
+        got.append(item)
+        if len(got) == leave:
+            break
+
+
+def check_stream(got: list[int], first: int, n: int, leave: int | None) -> None:
+    """``got`` is the stream's first items, as many as were to be read."""
+    assert got == list(range(first, first + len(got)))
+    assert len(got) == (n if leave is None else leave)
 
 
 async def test_cancelled_proxy_calls(anyio_backend: Any) -> None:
@@ -466,12 +476,8 @@ def messenger_call(rng: random.Random, worker: corral.Messenger, i: int) -> Call
             stream = worker.request_stream(("stream", (i, n)))
             async with contextlib.aclosing(stream) if closing else contextlib.nullcontext():
                 if leave != 0:  # (0: sent, then dropped or closed unread)
-                    async for item in stream:
-                        got.append(item)
-                        if len(got) == leave:
-                            break
-            assert got == list(range(i, i + len(got)))
-            assert len(got) == (n if leave is None else leave)
+                    await read_some(stream, leave, got)
+            check_stream(got, i, n, leave)
 
     return call
 
