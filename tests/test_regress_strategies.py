@@ -96,14 +96,11 @@ async def spawn(
 # -- overlapping group restarts ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: overlapping group restarts share one gate per child in Supervision._held; "
-    "_hold() (_supervision.py:271) keeps the gate of the pending earlier group, so the later "
-    "group's _restart_group (l.227) finds b and c already held, does not stop them, and the "
-    "earlier group's _release (l.261) starts b and c before a: start order broken, b and c "
-    "never restarted after a's crash",
-)
+# Was a bug: overlapping group restarts share one gate per child in Supervision._held; _hold()
+# (_supervision.py:271) keeps the gate of the pending earlier group, so the later group's
+# _restart_group (l.227) finds b and c already held, does not stop them, and the earlier group's
+# _release (l.261) starts b and c before a: start order broken, b and c never restarted after a's
+# crash (fixed: groups restart one at a time, each holding its group when it begins)
 async def test_rest_for_one_earlier_crash_while_a_later_group_is_pending_keeps_order(
     tmp_path: Path,
 ) -> None:
@@ -132,13 +129,11 @@ async def test_rest_for_one_earlier_crash_while_a_later_group_is_pending_keeps_o
         assert starts[-3:] == ["start a", "start b", "start c"], entries(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: group 2's _hold (_supervision.py:271) reuses group 1's gates for x and y; "
-    "group 1's _release pops them (l.266) and starts x and y; group 2 then recycles them "
-    "while running and not held: their graceful exit (status 0) goes through after_exit "
-    "(l.142) -> _child_ended as a clean exit -> give_up(None) (l.165): closed for good",
-)
+# Was a bug: group 2's _hold (_supervision.py:271) reuses group 1's gates for x and y; group 1's
+# _release pops them (l.266) and starts x and y; group 2 then recycles them while running and not
+# held: their graceful exit (status 0) goes through after_exit (l.142) -> _child_ended as a clean
+# exit -> give_up(None) (l.165): closed for good (fixed: groups restart one at a time, each
+# holding its group when it begins)
 async def test_one_for_all_overlapping_restarts_do_not_close_children_for_good(
     tmp_path: Path,
 ) -> None:
@@ -449,24 +444,9 @@ async def test_two_levels_never_at_the_top_fails_and_leaves_nothing(tmp_path: Pa
     assert {c.name: c.state for c in sup.statistics().children} == {"o": "closed"}
 
 
-@pytest.mark.parametrize(
-    "anyio_backend",
-    [
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-        pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio"),
-        pytest.param(
-            ("trio", {}),
-            id="trio",
-            marks=pytest.mark.xfail(
-                strict=False,  # (trio's scheduling order decides: intermittent)
-                reason="bug (same cause as test_one_for_all_overlapping_restarts_do_not_close_"
-                "children_for_good): when group 2 (f's failed start) runs its recycle after "
-                "group 1 popped b's shared gate, b's cancelled start is taken for a clean "
-                "exit and b is closed for good (asyncio's FIFO order happens to avoid it)",
-            ),
-        ),
-    ],
-)
+# Was a bug (on trio, where scheduling order exposed it): when the second group restart
+# (f's failed start) stopped b after the first had released it, b's exit was taken for a
+# clean one and b was closed for good. Groups now restart one at a time.
 async def test_a_sibling_failing_its_restart_does_not_close_the_others_for_good(
     tmp_path: Path,
 ) -> None:
@@ -488,13 +468,10 @@ async def test_a_sibling_failing_its_restart_does_not_close_the_others_for_good(
         assert states == dict.fromkeys("fbc", "running"), states
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: when a nested supervisor is restarted by its parent (escalation, then "
-    "resume() at _supervision.py:248), its children start again but their ProxyStatistics."
-    "restarts stay 0: _record (l.301) counts only the parent's direct children, and "
-    "_escalate never records the culprit's restart",
-)
+# Was a bug: when a nested supervisor is restarted by its parent (escalation, then resume() at
+# _supervision.py:248), its children start again but their ProxyStatistics.restarts stay 0:
+# _record (l.301) counts only the parent's direct children, and _escalate never records the
+# culprit's restart
 async def test_a_subtree_restart_counts_in_its_childrens_restarts(tmp_path: Path) -> None:
     path = tmp_path / "journal"
     async with corral.Supervisor(max_restarts=5, restart_window=60) as sup:

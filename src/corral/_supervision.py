@@ -135,6 +135,7 @@ class Supervision:
         self.restarts_window = RestartWindow(None, float(restart_window))  # (nested) its own
         self._held: dict[Service, anyio.Event] = {}
         self._jobs, self._queued = anyio.create_memory_object_stream[Job](math.inf)
+        self._lock = _LazyLock()
 
     # -- a child ended ---------------------------------------------------------------
 
@@ -177,9 +178,8 @@ class Supervision:
         self._record(child, child.last_exit_reason, delay, group)
         if len(group) == 1 and not isinstance(child, Supervision):
             return delay
-        gates = self._hold(group)
-        self._run_soon(self._restart_group, child, group, delay)
-        return gates.get(child) if not isinstance(child, Supervision) else None
+        self._run_soon(self._restart_group, child, delay)
+        return self._hold_one(child)
 
     def _escalate(
         self, child: Service | Supervision, error: BaseException, note: str
@@ -201,56 +201,70 @@ class Supervision:
             child.name,
             self.parent.name,
         )
-        gates = self._hold(self._alive())
         if isinstance(child, Supervision):
             child.state = "failed"
         self._run_soon(self._escalate_up, child, error)
-        return gates.get(child) if not isinstance(child, Supervision) else None
+        return self._hold_one(child)
 
     def escalate_self(self, error: BaseException) -> None:
         """(Nested) fail for good: stop every child, then fail as a child of the parent."""
         self.restart = "never"  # (an in-process worker's unhandled failure: no restart)
-        self._hold(self._alive())
         self._run_soon(self._escalate_up, None, error)
+
+    # Restarts of groups, escalations and a parent's stop or start of this subtree run
+    # one at a time (under the lock): each holds its group when it begins, so one can
+    # never start a child that another has stopped and still holds, nor stop one that
+    # another has just started (which would then be taken for a clean exit).
 
     async def _escalate_up(
         self, culprit: Service | Supervision | None, error: BaseException
     ) -> None:
         """A nested supervisor gave up: stop its children, then it is its parent's problem."""
-        self.state = "failed"
-        for child in reversed(self._alive()):
-            if child is not culprit:
-                await child.recycle(self.grace, f"supervisor {self.name!r} escalated")
+        async with self._lock:
+            self.state = "failed"
+            await self._stop(self._alive(), culprit, f"supervisor {self.name!r} escalated")
         assert self.parent is not None
         self.parent._child_ended(self, error)  # it restarts this subtree, or escalates
 
-    async def _restart_group(
-        self, culprit: Service | Supervision, group: list[Service | Supervision], delay: float
-    ) -> None:
+    async def _restart_group(self, culprit: Service | Supervision, delay: float) -> None:
         """Stop the others (the last started first), pause, start all again in start order."""
-        why = f"restarted with {culprit.name!r} ({self.strategy})"
+        async with self._lock:
+            group = self._group(culprit)  # (as it is now: others may have come or gone)
+            await self._stop(group, culprit, f"restarted with {culprit.name!r} ({self.strategy})")
+            await anyio.sleep(delay)
+            for child in group:
+                await self._release(child)
+
+    async def _stop(
+        self, group: list[Service | Supervision], culprit: Service | Supervision | None, why: str
+    ) -> None:
+        """Hold each of ``group``, then stop all but ``culprit``, the last started first."""
+        for child in group:
+            self._hold_one(child)
         for child in reversed(group):
             if child is not culprit:
                 await child.recycle(self.grace, why)
-        await anyio.sleep(delay)
-        for child in group:
-            await self._release(child)
 
     # -- a nested supervisor as a child of its parent ----------------------------------
 
     async def recycle(self, grace: float, why: str) -> None:
         """Stop every child for a restart of this subtree (each is held until resumed)."""
-        self.state = "restarting"
-        self._hold(self._alive())
-        for child in reversed(self._alive()):
-            await child.recycle(grace, why)
+        async with self._lock:
+            self.state = "restarting"
+            await self._stop(self._alive(), None, why)
 
     async def resume(self) -> None:
         """Start the held children again, in start order, with a fresh restart count."""
-        self.window.clear()
-        self.state = "running"
-        for child in list(self.children):
-            if child in self._held or isinstance(child, Supervision):
+        async with self._lock:
+            self.window.clear()
+            self.state = "running"
+            for child in list(self.children):
+                if isinstance(child, Supervision):
+                    child.restarted += 1
+                elif child in self._held:
+                    child.restarts += 1  # (its restart is its parent's: counted here)
+                else:
+                    continue
                 await self._release(child)
 
     def alive(self) -> bool:
@@ -268,11 +282,14 @@ class Supervision:
             gate.set()
             await child.settled()
 
-    def _hold(self, group: list[Service | Supervision]) -> dict[Service, anyio.Event]:
-        for child in group:
-            if not isinstance(child, Supervision) and child not in self._held:
-                self._held[child] = anyio.Event()
-        return self._held
+    def _hold_one(self, child: Service | Supervision) -> anyio.Event | None:
+        """The gate ``child`` waits at until released (None for a nested supervisor)."""
+        if isinstance(child, Supervision):
+            return None
+        gate = self._held.get(child)
+        if gate is None:
+            gate = self._held[child] = anyio.Event()
+        return gate
 
     def _alive(self) -> list[Service | Supervision]:
         return [child for child in self.children if child.alive()]
@@ -338,3 +355,21 @@ class Supervision:
         with self._jobs, self._queued:
             async for fn, args in self._queued:
                 self.tasks.start_soon(fn, *args, name=f"corral-restart:{self.name}")
+
+
+class _LazyLock:
+    """An ``anyio.Lock`` made on first use (a supervisor is built outside its loop)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock: anyio.Lock | None = None
+
+    async def __aenter__(self) -> None:
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        await self._lock.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._lock is not None
+        self._lock.release()
