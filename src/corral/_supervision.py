@@ -178,7 +178,9 @@ class Supervision:
         self._record(child, child.last_exit_reason, delay, group)
         if len(group) == 1 and not isinstance(child, Supervision):
             return delay
-        self._run_soon(self._restart_group, child, delay)
+        for member in group:  # (now: one that ends meanwhile waits for this restart)
+            self._hold_one(member)
+        self._run_soon(self._restart_group, child, group, delay)
         return self._hold_one(child)
 
     def _escalate(
@@ -203,6 +205,8 @@ class Supervision:
         )
         if isinstance(child, Supervision):
             child.state = "failed"
+        for member in self._alive():
+            self._hold_one(member)
         self._run_soon(self._escalate_up, child, error)
         return self._hold_one(child)
 
@@ -211,8 +215,10 @@ class Supervision:
         self.restart = "never"  # (an in-process worker's unhandled failure: no restart)
         self._run_soon(self._escalate_up, None, error)
 
-    # Restarts of groups, escalations and a parent's stop or start of this subtree run
-    # one at a time (under the lock): each holds its group when it begins, so one can
+    # A group is held from the failure on, so a member that ends meanwhile waits for
+    # the group's restart instead of counting as a restart of its own. Restarts of
+    # groups, escalations and a parent's stop or start of this subtree then run one
+    # at a time (under the lock), each holding its group again as it begins: one can
     # never start a child that another has stopped and still holds, nor stop one that
     # another has just started (which would then be taken for a clean exit).
 
@@ -226,10 +232,13 @@ class Supervision:
         assert self.parent is not None
         self.parent._child_ended(self, error)  # it restarts this subtree, or escalates
 
-    async def _restart_group(self, culprit: Service | Supervision, delay: float) -> None:
+    async def _restart_group(
+        self, culprit: Service | Supervision, held: list[Service | Supervision], delay: float
+    ) -> None:
         """Stop the others (the last started first), pause, start all again in start order."""
-        async with self._lock:
-            group = self._group(culprit)  # (as it is now: others may have come or gone)
+        async with self._lock:  # (the group as it is now, and those held at the failure)
+            members = set(held) | set(self._group(culprit))
+            group = [child for child in self.children if child in members]
             await self._stop(group, culprit, f"restarted with {culprit.name!r} ({self.strategy})")
             await anyio.sleep(delay)
             for child in group:
