@@ -20,18 +20,11 @@ import pytest
 import corral
 from tests.hosts import ROOT
 from tests.services import Journal
+from tests.test_strategies import entries, kill
 
 pytestmark = pytest.mark.anyio
 
 DEADLINE = 15  # seconds any one wait in these tests may take
-
-
-def entries(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def kill(pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
 
 
 def descendants() -> set[int]:
@@ -523,6 +516,7 @@ SIGNAL_HOST = textwrap.dedent(
     import anyio
     import corral
     from tests.services import Journal
+from tests.test_strategies import entries, kill
     from tests.test_regress_strategies import SlowClose
 
     async def main(path, scenario):
