@@ -516,7 +516,6 @@ SIGNAL_HOST = textwrap.dedent(
     import anyio
     import corral
     from tests.services import Journal
-from tests.test_strategies import entries, kill
     from tests.test_regress_strategies import SlowClose
 
     async def main(path, scenario):

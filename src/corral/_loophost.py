@@ -208,10 +208,10 @@ class ControlLoopProxy(ProxyBase[L], Generic[L]):
         """
         host: LoopHost = self._host
         service: Service = self._service
+        ring = host.region.copy_ring()  # first: the counters read after cover all of it
         words = host.region.words[:HEADER].tolist()
         if service.pid is None:  # killed, or between restarts: whatever its header says
             words[W.RUNNING] = 0
-        ring = host.region.copy_ring()
         arguments = (ring, words, service.name, service.restarts)
         if min(words[W.TICKS], host.options.history) <= _INLINE_STATISTICS:
             await anyio.lowlevel.checkpoint()

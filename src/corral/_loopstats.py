@@ -98,8 +98,8 @@ class ControlLoopStatistics:
 
 def summarize(region: Region, name: str, *, restarts: int = 0) -> ControlLoopStatistics:
     """The statistics of the loop writing ``region`` (it may be running)."""
-    words = region.words[:HEADER].tolist()
-    return summarize_copy(region.copy_ring(), words, name, restarts)
+    ring = region.copy_ring()  # first: the counters read after it cover all of it
+    return summarize_copy(ring, region.words[:HEADER].tolist(), name, restarts)
 
 
 def summarize_copy(
