@@ -19,6 +19,11 @@ BACKOFF = 0.01
 MAX_BACKOFF = 2.0
 
 
+def restarts_after(policy: RestartPolicy, failed: bool) -> bool:
+    """Whether ``policy`` starts again a child that ended (``failed``: not cleanly)."""
+    return policy == "always" or (policy == "on-failure" and failed)
+
+
 def check_options(
     restart: str,
     max_restarts: int | None,

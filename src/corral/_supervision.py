@@ -36,6 +36,7 @@ from ._lifetime import (
     RestartWindow,
     check_limits,
     check_policy,
+    restarts_after,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class OwnPolicy:
 
     async def after_exit(self, service: Service, failure: BaseException | None) -> bool:
         failed = failure is not None
-        if service.restart == "never" or (service.restart == "on-failure" and not failed):
+        if not restarts_after(service.restart, failed):
             service.give_up(failure, "")
             return False
         window = service.window
@@ -125,17 +126,15 @@ class Supervision:
         self.children: list[Service | Supervision] = []  # in start order
         self.history: deque[RestartEvent] = deque(maxlen=HISTORY)
         self.restarts = 0  # restarts it made
-        self.restarted = 0  # (nested) times its parent restarted it
         self.grace = 5.0  # seconds a child stopped for a restart has to exit
         self.parent: Supervision | None = None
         self.state: Literal["running", "restarting", "failed", "closed"] = "running"
-        self.last_exit_reason: str | None = None
         self.on_escalate: Callable[[str, BaseException], None] | None = None  # the top's failure
         self.tasks: TaskGroup | None = None  # where restarts of groups run
         self.restarts_window = RestartWindow(None, float(restart_window))  # (nested) its own
         self._held: dict[Service, anyio.Event] = {}
         self._jobs, self._queued = anyio.create_memory_object_stream[Job](math.inf)
-        self._lock = _LazyLock()
+        self._lock = anyio.Lock()  # (bound to its event loop on first use)
 
     # -- a child ended ---------------------------------------------------------------
 
@@ -157,9 +156,7 @@ class Supervision:
     ) -> float | anyio.Event | None:
         """Apply the policy: the pause before a restart alone, the gate the child waits
         at (a restart with others, or an escalation under way), or None (it is done)."""
-        failed = failure is not None
-        child.last_exit_reason = reason(failure)
-        if child.restart == "never" or (child.restart == "on-failure" and not failed):
+        if not restarts_after(child.restart, failure is not None):
             if failure is not None:
                 return self._escalate(child, failure, "")
             if not isinstance(child, Supervision):
@@ -175,7 +172,7 @@ class Supervision:
             return self._escalate(child, error, self._spent())
         delay = own.delay(self.backoff, self.max_backoff)
         group = self._group(child)
-        self._record(child, child.last_exit_reason, delay, group)
+        self._record(child, reason(failure), delay, group)
         if len(group) == 1 and not isinstance(child, Supervision):
             return delay
         for member in group:  # (now: one that ends meanwhile waits for this restart)
@@ -268,12 +265,10 @@ class Supervision:
             self.window.clear()
             self.state = "running"
             for child in list(self.children):
-                if isinstance(child, Supervision):
-                    child.restarted += 1
-                elif child in self._held:
+                if not isinstance(child, Supervision):
+                    if child not in self._held:
+                        continue
                     child.restarts += 1  # (its restart is its parent's: counted here)
-                else:
-                    continue
                 await self._release(child)
 
     def alive(self) -> bool:
@@ -314,18 +309,16 @@ class Supervision:
     def _record(
         self,
         child: Service | Supervision,
-        why: str | None,
+        why: str,
         delay: float,
         group: list[Service | Supervision],
     ) -> None:
         siblings = tuple(c.name for c in group if c is not child)
         self.restarts += 1
         for restarting in group:  # the siblings' restarts count for each of them too
-            if isinstance(restarting, Supervision):
-                restarting.restarted += 1
-            else:
+            if not isinstance(restarting, Supervision):  # (a subtree's: in its resume())
                 restarting.restarts += 1
-        self.history.append(RestartEvent(child.name, why or "", time.time(), delay, siblings))
+        self.history.append(RestartEvent(child.name, why, time.time(), delay, siblings))
         logger.warning(
             "supervisor %r: child %r ended (%s); restarting it%s in %.2gs (%s)",
             self.name,
@@ -337,11 +330,7 @@ class Supervision:
         )
 
     def _spent(self) -> str:
-        return (
-            f"(supervisor {self.name!r}: restarted children {len(self.window._times)} times "
-            f"within {self.window.seconds:g}s: max_restarts={self.window.max_restarts} "
-            "reached; it escalates)"
-        )
+        return f"(supervisor {self.name!r} escalates) {self.window.spent()}"
 
     def _history_note(self) -> str:
         if not self.history:
@@ -364,21 +353,3 @@ class Supervision:
         with self._jobs, self._queued:
             async for fn, args in self._queued:
                 self.tasks.start_soon(fn, *args, name=f"corral-restart:{self.name}")
-
-
-class _LazyLock:
-    """An ``anyio.Lock`` made on first use (a supervisor is built outside its loop)."""
-
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock: anyio.Lock | None = None
-
-    async def __aenter__(self) -> None:
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        await self._lock.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._lock is not None
-        self._lock.release()

@@ -140,10 +140,7 @@ class Tree:
                 await self._stop_gracefully(workers)
         finally:  # also when a native asyncio cancel or Ctrl-C cut the graceful stop short
             with anyio.CancelScope(shield=True):
-                for nested in self._nested.values():
-                    await nested._cancel()
-                self._task_group.cancel_scope.cancel()
-                await self._workers_gone.wait()
+                await self._cancel()
                 for pool in self._pools:  # (a Dask client; local workers closed as children)
                     await pool.aclose()
                 if self._forker is not None and self._parent is None:
@@ -158,7 +155,7 @@ class Tree:
         return hooks
 
     async def _cancel(self) -> None:
-        """(Nested) cut a stop short: cancel every task of this supervisor."""
+        """Cancel every task of this supervisor and its nested ones; wait until they end."""
         assert self._task_group is not None
         assert self._workers_gone is not None
         for nested in self._nested.values():
