@@ -1,4 +1,4 @@
-"""The child's entry point: ``python -m corral._child FD``.
+"""The child's entry point: ``main([_, FD, ...])``, run by ``_forker.boot_command``.
 
 In order: ignore SIGINT (the host decides when children stop: a Ctrl-C in
 the terminal reaches the whole process group), ask the kernel to kill us if
@@ -168,11 +168,3 @@ async def _run_function(fn: Any, channel: Messenger, kwargs: dict[str, Any]) -> 
         traceback.print_exc()  # also to stderr: the host's WorkerCrashed shows its last lines
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    # Run as the real corral._child module, not as __main__: corral.messenger()
-    # must find the messenger this process serves.
-    from corral._child import main as _main
-
-    _main(sys.argv)

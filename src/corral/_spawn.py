@@ -1,10 +1,11 @@
 """Starting, watching and reaping child processes (the host's half).
 
-A child is ``python -m corral._child FD`` with one end of a socketpair
-inherited as ``FD``. The first frame it reads is a :class:`Boot` record: plain
-data it can read before any user code is imported (so it pins itself first),
-plus the cloudpickled target, unpickled after that. Its reply to the boot
-request says it is ready (or carries the startup traceback).
+A child is ``corral._child.main`` (started by ``_forker.boot_command``) with
+one end of a socketpair inherited as ``FD``. The first frame it reads is a
+:class:`Boot` record: plain data it can read before any user code is imported
+(so it pins itself first), plus the cloudpickled target, unpickled after that.
+Its reply to the boot request says it is ready (or carries the startup
+traceback).
 
 Its stderr comes through a pipe: the host copies it to its own ``sys.stderr``
 and keeps the last lines, so a crash can say what the child last wrote. Its

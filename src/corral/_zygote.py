@@ -1,9 +1,10 @@
 """The zygote: a process that has imported corral once, and forks children from there.
 
-``python -m corral._zygote FD``, started by a supervisor (see ``_forker``) on
-its first child. A child forked from it skips the interpreter's start and
-corral's imports (~150 ms of a spawned child's start, ~5 ms left) and goes
-straight to ``corral._child``'s main with the socket the host passed.
+``main([_, FD, ...])``, run by ``_forker.boot_command``, started by a
+supervisor (see ``_forker``) on its first child. A child forked from it skips
+the interpreter's start and corral's imports (~150 ms of a spawned child's
+start, ~5 ms left) and goes straight to ``corral._child``'s main with the
+socket the host passed.
 
 The zygote has no thread and runs no event loop: a blocking loop over its
 socket to the host (SOCK_SEQPACKET, one pickled tuple per message, file
@@ -172,9 +173,3 @@ def _send(sock: socket.socket, message: tuple[Any, ...]) -> None:
 
 def _ignore(signum: int, frame: object) -> None:
     """A handler that does nothing (SIGINT; SIGCHLD, which only wakes the loop)."""
-
-
-if __name__ == "__main__":
-    from corral._zygote import main as _main  # the real module, not __main__
-
-    _main(sys.argv)
