@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from . import testing as testing
 from ._answers import Request as Request
 from ._control import ControlLoop as ControlLoop
 from ._dask import DaskBackend as DaskBackend
@@ -143,6 +144,7 @@ __all__ = [
     "run",
     "spawn",
     "start",
+    "testing",
     "threaded",
 ]
 
