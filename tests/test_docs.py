@@ -29,19 +29,26 @@ def _blocks() -> list[pytest.param]:  # type: ignore[valid-type]
     return found
 
 
+#: A block whose first line is ``# file: test_x.py`` is a test module: pytest runs it.
+TEST_FILE = re.compile(r"# file: (test_\w+\.py)\n")
+
+
 @pytest.mark.parametrize("code", _blocks())
 def test_code_block_runs(code: str, tmp_path: Path) -> None:
-    script = tmp_path / "example.py"
+    test_file = TEST_FILE.match(code)
+    script = tmp_path / (test_file.group(1) if test_file else "example.py")
     script.write_text(code)
+    command = ["-m", "pytest", "-q", "-p", "no:cacheprovider"] if test_file else []
     done = subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, *command, str(script)],
         capture_output=True,
         text=True,
         timeout=30,
         cwd=tmp_path,
         check=False,
     )
-    assert done.returncode == 0, f"example failed:\n{code}\n--- stderr ---\n{done.stderr}"
+    output = done.stdout if test_file else done.stderr
+    assert done.returncode == 0, f"example failed:\n{code}\n--- output ---\n{output}"
 
 
 def test_every_page_has_been_checked_for_blocks() -> None:
