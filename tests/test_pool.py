@@ -121,6 +121,9 @@ async def test_a_supervisor_owns_a_pool_whose_workers_are_its_children() -> None
         assert await pool.map(double, range(100)) == [x * 2 for x in range(100)]
         names = {child.name for child in sup.statistics().children}
         assert len(names) == 2
+        assert {(c.name, c.pid) for c in sup.child_statistics()} == {
+            (c.name, c.pid) for c in sup.statistics().children
+        }
     assert psutil.Process().children(recursive=True) == []
 
 
