@@ -78,6 +78,9 @@ async def _demo(duration: float, fleet: int, view: View, control_loop: bool) -> 
                     plant.event("Ctrl-C: ending early, gracefully")
                     break
             view.show(await _frame(plant, time.monotonic() - started, duration))
+        if not ended_early.is_set():  # the last windows arrived: let their analysis finish
+            with anyio.move_on_after(10.0):
+                await plant.analysis.finished.wait()
         plant.analysis_task.cancel()
         pool_figures = await plant.analysis.summary()
         service = await plant.service_summary()
@@ -209,9 +212,13 @@ def _worker_row(worker: Worker) -> Row:
 
 def _pair(p50: float, p99: float) -> str:
     """Two durations (seconds), in the unit that suits the larger."""
-    if p99 < 1e-3:
-        return f"{p50 * 1e6:.3g}/{p99 * 1e6:.3g} us"
-    return f"{p50 * 1e3:.3g}/{p99 * 1e3:.3g} ms"
+    scale, unit = (1e6, "us") if p99 < 1e-3 else (1e3, "ms")
+    return f"{_figure(p50 * scale)}/{_figure(p99 * scale)} {unit}"
+
+
+def _figure(value: float) -> str:
+    """Three significant digits, without an exponent."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 @contextlib.contextmanager

@@ -56,14 +56,16 @@ class Analysis:
         self.crashed: list[int] = []
         self.peaks: list[float] = []
         self.elapsed = 0.0
+        self.finished = anyio.Event()
         self._on_event = on_event
 
     async def run(self) -> None:
         """Analyse every window as it arrives (the plant runs this as a task)."""
-        with catchtime() as analysing:
+        started = anyio.current_time()
+        try:
             results = self.pool.imap_unordered(
                 functools.partial(window_stats, faulty=self.faulty),
-                self._arriving(),
+                self._arriving(started),
                 return_exceptions=True,
             )
             async for result in results:
@@ -76,12 +78,14 @@ class Analysis:
                     )
                 elif isinstance(result, tuple):
                     self.peaks.append(result[1])
-        self.elapsed = analysing.elapsed
+        finally:
+            self.elapsed = anyio.current_time() - started
+            self.finished.set()
 
-    async def _arriving(self) -> AsyncIterator[int]:
-        for window in range(self.total):
+    async def _arriving(self, started: float) -> AsyncIterator[int]:
+        for window in range(self.total):  # window k arrives at k * pace: no drift
             yield window
-            await anyio.sleep(self.pace)
+            await anyio.sleep(max(0.0, started + (window + 1) * self.pace - anyio.current_time()))
 
     def note(self) -> str:
         """The progress line's tail: crashes and worker replacements."""
