@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean bytecode
+.PHONY: demo test lint docs bench clean bytecode
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,21 +21,27 @@ demo: bytecode
 	$(BIN)/python -m corral demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/mypy
 
-test: lint bytecode
+# The docs site; --strict turns a broken link or anchor, or a docstring
+# mkdocstrings cannot render, into a failure.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint docs bytecode
 	$(BIN)/python -m pytest
 
+# Every benchmark, then the report in docs/benchmarks.md and its plots in docs/img
+# (the peers are installed by the command): ~30 min; bench-quick ~8 min.
+# More options in BENCH_ARGS, e.g. make bench-quick BENCH_ARGS='--only rpc pool'.
+.PHONY: bench-quick
 bench: bytecode
-	$(BIN)/python benchmarks/interval_workers.py
-	$(BIN)/python benchmarks/rpc.py
-	$(BIN)/python benchmarks/crash.py
-	$(BIN)/python benchmarks/control_loop.py
-	$(BIN)/python benchmarks/process.py
-	$(BIN)/python benchmarks/pool.py
-	$(BIN)/python benchmarks/soak.py --quick
+	$(BIN)/python benchmarks/report.py $(BENCH_ARGS)
+
+bench-quick: bytecode
+	$(BIN)/python benchmarks/report.py --quick $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

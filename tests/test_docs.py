@@ -56,6 +56,14 @@ def test_every_page_has_been_checked_for_blocks() -> None:
     assert len(PAGES) >= 2
 
 
+def test_api_reference_covers_every_public_name() -> None:
+    """docs/api.md has a ``::: corral.NAME`` entry for each name in ``corral.__all__``."""
+    api = (ROOT / "docs" / "api.md").read_text()
+    documented = set(re.findall(r"^::: corral\.(\w+)$", api, re.MULTILINE))
+    assert set(corral.__all__) - documented == set(), "add these to docs/api.md"
+    assert documented - set(corral.__all__) == set(), "not public: remove from docs/api.md"
+
+
 @pytest.mark.parametrize(
     "module",
     [
