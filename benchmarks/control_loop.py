@@ -55,13 +55,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import datetime
 import importlib
 import importlib.metadata
 import json
 import math
 import os
-import platform
 import struct
 import subprocess
 import sys
@@ -75,8 +73,8 @@ from typing import Any
 import anyio
 import psutil
 
+import _peers
 import corral
-from _peers import ensure
 from _stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -562,14 +560,6 @@ def settle(max_wait: float) -> float:
     return busy
 
 
-def ensure_matplotlib() -> str | None:
-    """Import matplotlib, installing it with pip first if needed; a note if impossible."""
-    if note := ensure("matplotlib"):
-        return f"{note}: no plot"
-    importlib.import_module("matplotlib").use("Agg")
-    return None
-
-
 def plot(results: dict[str, dict[str, Any]], path: Path, p: dict[str, Any]) -> None:
     """A log-log histogram of each variant's lateness (µs), with the targets marked."""
     plt: Any = importlib.import_module("matplotlib.pyplot")
@@ -617,42 +607,12 @@ def plot(results: dict[str, dict[str, Any]], path: Path, p: dict[str, Any]) -> N
 
 
 def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "")
-    versions = {}
-    for package in ("anyio", "uvloop", "psutil"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[package] = importlib.metadata.version(package)
+    """The run's facts (see _peers.machine), with the kernel's real-time settings."""
     return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cores": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": sys.version.split()[0],
-        "corral": corral.__version__,
-        "corral_source": source_revision(),
-        "packages": versions,
-        "load_average_at_start": os.getloadavg()[0],
+        **_peers.machine(),
         "sched_rt_runtime_us": _read("/proc/sys/kernel/sched_rt_runtime_us"),
         "cpuidle_driver": _read("/sys/devices/system/cpu/cpuidle/current_driver"),
     }
-
-
-def source_revision() -> str:
-    """The commit corral was measured at, "+dirty" when src/ has uncommitted changes."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True
-        )
-        return done.stdout.strip()
-
-    try:
-        head, changed = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "src")
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-    return head + ("+dirty" if changed else "")
 
 
 def _read(path: str) -> str:
@@ -807,7 +767,8 @@ def main() -> None:
         "quiet_wait": 60.0,
     }
     notes: list[str] = []
-    if not args.no_plot and (note := ensure_matplotlib()):
+    if not args.no_plot and (note := _peers.ensure_matplotlib()):
+        note += ": no plot"
         notes.append(note)
         print(note, file=sys.stderr)
     facts = machine()

@@ -8,6 +8,7 @@ in the same invocation on the same machine, and the ratio is what counts.
     python benchmarks/interval_workers.py                 # 10,000 workers, 20 s, uvloop
     python benchmarks/interval_workers.py --quick         # 2,000 workers, 5 s
     python benchmarks/interval_workers.py --loop asyncio  # the stock loop
+    python benchmarks/interval_workers.py --json iw.json  # also write the figures to a file
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import psutil
 
 import corral
+from _peers import corral_source
 from _stats import percentile
 
 #: Ticks per worker that count as start-up: the first falls due while the loop is
@@ -65,8 +67,11 @@ async def run_corral(workers: int, hz: float, duration: float) -> dict[str, Any]
     async with corral.Supervisor() as sup:
         handles = []
         for _ in range(workers):
-            starts.append(time.monotonic())  # the worker's t0: its first tick is due now
-            handles.append(sup.every(interval, tick))
+            # Like the naive tasks, each worker's first tick is due an interval after
+            # its start (with no delay it is due at once, while the other workers
+            # are still being started: see docs/benchmarks.md).
+            starts.append(time.monotonic())
+            handles.append(sup.every(interval, tick, delay_before=interval))
         meter.start()
         await asyncio.sleep(duration)
         figures = meter.stop()
@@ -74,7 +79,7 @@ async def run_corral(workers: int, hz: float, duration: float) -> dict[str, Any]
         delivered = calls
         skipped = sum(h.statistics().skipped for h in handles)
         windows = [h.timers.lateness.samples() for h in handles]  # type: ignore[union-attr]
-    expected = sum(int((end - t0) / interval) + 1 for t0 in starts)
+    expected = sum(int((end - t0) / interval) for t0 in starts)  # its first tick is t0+1
     return {
         **figures,
         "delivered": delivered,
@@ -182,8 +187,20 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"max lateness {naive['late_max_ms'] / ours['late_max_ms']:.1f}x, "
         f"CPU {naive['cpu_pct'] / ours['cpu_pct']:.2f}x"
     )
-    if args.json:
-        print(json.dumps(rows))
+
+
+def write_json(path: str, rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    params = {k: getattr(args, k) for k in ("workers", "hz", "duration", "loop", "quick")}
+    figures = {
+        "python": sys.version,
+        "corral": corral_source(),
+        "cores": psutil.cpu_count(),
+        "params": {**params, "startup_ticks": STARTUP_TICKS},
+        "results": {row["variant"]: row for row in rows},
+    }
+    with open(path, "w") as f:
+        json.dump(figures, f, indent=2)
+    print(f"figures written to {path}")
 
 
 def main() -> None:
@@ -195,7 +212,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--quick", action="store_true", help="2,000 workers for 5 s")
-    parser.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
     parser.add_argument("--child", choices=["corral", "naive"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -203,7 +220,10 @@ def main() -> None:
     if args.child:
         child(args.child, args.loop, args.workers, args.hz, args.duration)
         return
-    report([measure("corral", args), measure("naive", args)], args)
+    rows = [measure("corral", args), measure("naive", args)]
+    report(rows, args)
+    if args.json:
+        write_json(args.json, rows, args)
 
 
 if __name__ == "__main__":

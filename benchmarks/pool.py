@@ -61,6 +61,14 @@ machine; the ratios are what count.
    the workers, with the cores the rest of the machine kept busy meanwhile:
    a map during which other work kept more than a quarter of a core busy is
    measured again once the machine is quiet (6 such maps a variant at most).
+5. **Task sizes**: throughput (items/s) against the work of an item: items
+   that each busy-spin 0, 0.1, 1 or 10 ms, as many as make ``N x size /
+   workers`` = 1 s (0.5 s with ``--quick``; 200,000 items of 0 ms, 50,000
+   with ``--quick``; aiomultiprocess at most 10,000, 2,000 with ``--quick``),
+   on corral's ``pool.map``, ``multiprocessing.Pool.map``,
+   ``ProcessPoolExecutor.map`` and loky (chunksize as in 1) and
+   aiomultiprocess (one item per task): the median of 3 maps (1 with
+   ``--quick``) after a warm-up map, a noisy map measured again as in 4.
 
 Targets (issue 6): on tiny tasks corral at least 1.0x
 ``multiprocessing.Pool.map`` and at least 2x ProcessPoolExecutor and loky;
@@ -77,6 +85,7 @@ method (printed), loky its own.
     python benchmarks/pool.py --quick          # fewer rounds and items (~45 s)
     python benchmarks/pool.py --section tiny --json pool.json
     python benchmarks/pool.py --section dask --quick  # the Dask crossover alone (~15 s)
+    python benchmarks/pool.py --section sizes --quick  # throughput against task size (~30 s)
     python benchmarks/pool.py --section tiny --profile /tmp/prof  # cProfile corral's maps
 """
 
@@ -109,10 +118,10 @@ import psutil
 
 import corral
 from _isolated import BUSY_PCT, run_variant, settle_budget
-from _peers import corral_source, ensure
-from _stats import fmt, table
+from _peers import corral_source, ensure, version
+from _stats import fmt, rate, table
 
-SECTIONS = ("tiny", "ms", "lambda", "dask")
+SECTIONS = ("tiny", "ms", "lambda", "dask", "sizes")
 VARIANT_TIMEOUT = 240.0  # seconds after which a variant has hung
 WARM_ITEMS = 2_000  # the small map that warms each pool before the timed ones
 BIG = 1_000_000  # bytes the closure of section 3 holds
@@ -124,6 +133,7 @@ DASK_SHARE = 0.90  # the DaskBackend's share of the local pool's throughput: "cr
 DASK_WORKERS_GONE = 5.0  # seconds the cluster's processes have to end once it is closed
 DASK_NOISE = 0.25  # cores other work kept busy during a map above which it is measured again
 DASK_REDOS = 6  # noisy maps measured again, at most, per variant
+SIZES_MS = (0.0, 0.1, 1.0, 10.0)  # section 5's task sizes
 
 #: variant -> (section, label in the tables)
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -151,6 +161,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "dask_corral_local": ("dask", "corral  Pool(workers), local worker processes"),
     "dask_corral_backend": ("dask", "corral  Pool(backend=DaskBackend(LocalCluster))"),
     "dask_plain": ("dask", "dask    client.gather(client.map(fn, items, pure=False))"),
+    "sizes_corral": ("sizes", "corral           await pool.map(fn, items)"),
+    "sizes_mp": ("sizes", "multiprocessing  Pool.map(fn, items)"),
+    "sizes_ppe": ("sizes", "concurrent       ProcessPoolExecutor.map(..., chunksize)"),
+    "sizes_loky": ("sizes", "loky             get_reusable_executor().map(..., chunksize)"),
+    "sizes_aiomp": ("sizes", "aiomultiprocess  await Pool.map(async fn, items)"),
 }
 DASK_VARIANTS = ("dask_corral_backend", "dask_plain")  # (need distributed)
 PEER_PACKAGES = {"loky": "loky", "aiomp": "aiomultiprocess"}  # variant suffix -> package
@@ -207,6 +222,10 @@ def spin_for(seconds: float, x: int) -> int:
 def sleep_for(seconds: float, x: int) -> int:
     time.sleep(seconds)
     return x
+
+
+async def aspin_for(seconds: float, x: int) -> int:
+    return spin_for(seconds, x)
 
 
 DASK_KINDS: dict[str, Callable[[float, int], int]] = {"spin": spin_for, "sleep": sleep_for}
@@ -673,14 +692,25 @@ def lambda_loky(p: dict[str, Any]) -> dict[str, Any]:
 
 # -- section 4: the Dask crossover -------------------------------------------------------
 
-MapRunner = Callable[[Callable[[int], int], list[int]], Awaitable[list[int]]]
+MapRunner = Callable[[Callable[[int], Any], list[int]], Awaitable[list[int]]]
+
+
+def items_for(p: dict[str, Any], size_ms: float, seconds: float, cap: int | None = None) -> int:
+    """Items of a map of ``size_ms`` tasks: ``seconds`` of ideal wall, at most ``cap``.
+
+    0 ms tasks (no ideal wall): ``p["sizes_zero_items"]``.
+    """
+    workers = int(p["workers"])
+    if size_ms > 0:
+        items = max(2 * workers, round(seconds * workers * 1000 / size_ms))
+    else:
+        items = int(p["sizes_zero_items"])
+    return items if cap is None else min(items, cap)
 
 
 def dask_items(p: dict[str, Any], size_ms: float, *, plain: bool = False) -> int:
     """Items of a map of ``size_ms`` tasks: ``--dask-seconds`` of ideal wall (plain: capped)."""
-    workers, seconds, cap = int(p["workers"]), float(p["dask_seconds"]), int(p["dask_plain_items"])
-    items = max(2 * workers, round(seconds * workers * 1000 / size_ms))
-    return min(items, cap) if plain else items
+    return items_for(p, size_ms, p["dask_seconds"], p["dask_plain_items"] if plain else None)
 
 
 def machine_busy() -> float:
@@ -700,27 +730,49 @@ async def quiet(max_wait: float = 3.0) -> None:
             return
 
 
-async def dask_sizes(
+def dask_sizes(
     p: dict[str, Any],
     run_map: MapRunner,
     chunks: Callable[[], int] | None = None,
     *,
     plain: bool = False,
+) -> Awaitable[dict[str, Any]]:
+    """Section 4's sweep (see :func:`sweep`): DASK_SIZES_MS, ``--dask-kind`` tasks."""
+    return sweep(
+        p,
+        run_map,
+        DASK_SIZES_MS,
+        functools.partial(dask_items, p, plain=plain),
+        1 if plain else p["dask_rounds"],
+        DASK_KINDS[p["dask_kind"]],
+        chunks,
+    )
+
+
+async def sweep(
+    p: dict[str, Any],
+    run_map: MapRunner,
+    sizes: tuple[float, ...],
+    items_of: Callable[[float], int],
+    rounds: int,
+    kind: Callable[[float, int], Any],
+    chunks: Callable[[], int] | None = None,
 ) -> dict[str, Any]:
-    """Each task size: a warm-up map, then the timed ones; walls, efficiency, CPU.
+    """Each task size: a warm-up map, then ``rounds`` timed ones; walls, efficiency, CPU.
+
+    An item of ``size_ms`` is ``kind(size_ms / 1000, x)``; a map of it has
+    ``items_of(size_ms)`` items.
 
     The CPU the rest of the machine used meanwhile (other work: the noise) is
     what it was busy with beyond this process and its descendants; a map during
     which it kept more than ``DASK_NOISE`` cores busy is measured again (once
     the machine is quiet, ``DASK_REDOS`` times at most in a variant).
     """
-    kind = DASK_KINDS[p["dask_kind"]]
-    rounds = 1 if plain else p["dask_rounds"]
     redos = [DASK_REDOS]
     out: dict[str, Any] = {}
-    for size_ms in DASK_SIZES_MS:
+    for size_ms in sizes:
         fn = functools.partial(kind, size_ms / 1000)
-        items = list(range(dask_items(p, size_ms, plain=plain)))
+        items = list(range(items_of(size_ms)))
         warm = items[: max(2 * p["workers"], len(items) // 10)]
         expect(await run_map(fn, warm), warm, f"{size_ms:g} ms warm-up map")
         clock = Clock()
@@ -752,7 +804,7 @@ async def dask_sizes(
             "ideal_s": ideal,
             "walls_s": clock.seconds,
             "wall_s": wall,
-            "efficiency": ideal / wall,
+            "efficiency": ideal / wall if ideal else None,
             "tasks_per_s": len(items) / wall,
             "best_wall_s": best,
             "best_tasks_per_s": len(items) / best,
@@ -851,6 +903,68 @@ async def dask_plain(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- section 5: throughput against task size ---------------------------------------------
+
+
+def sizes_sweep(
+    p: dict[str, Any],
+    run_map: MapRunner,
+    chunks: Callable[[], int] | None = None,
+    *,
+    cap: int | None = None,
+    kind: Callable[[float, int], Any] = spin_for,
+) -> Awaitable[dict[str, Any]]:
+    """Section 5's sweep (see :func:`sweep`): SIZES_MS, busy-spinning tasks."""
+
+    def items_of(size_ms: float) -> int:
+        return items_for(p, size_ms, p["sizes_seconds"], cap)
+
+    return sweep(p, run_map, SIZES_MS, items_of, p["sizes_rounds"], kind, chunks)
+
+
+async def sizes_corral(p: dict[str, Any]) -> dict[str, Any]:
+    async with corral.Pool(workers=p["workers"]) as pool:
+        await pool.map(double, range(WARM_ITEMS))
+        sizes = await sizes_sweep(p, pool.map, lambda: pool.statistics().chunks)
+    return {"sizes": sizes}
+
+
+async def sizes_sync(p: dict[str, Any], pool: Any, *, chunked: bool) -> dict[str, Any]:
+    """A blocking pool's sweep (nothing else runs on this loop: blocking it is fine)."""
+
+    async def run_map(fn: Callable[[int], Any], items: list[int]) -> list[int]:
+        extra = {"chunksize": default_chunksize(len(items), p["workers"])} if chunked else {}
+        return list(pool.map(fn, items, **extra))
+
+    await run_map(double, list(range(WARM_ITEMS)))
+    return {"sizes": await sizes_sweep(p, run_map), "chunked": chunked}
+
+
+async def sizes_mp(p: dict[str, Any]) -> dict[str, Any]:
+    with multiprocessing.Pool(p["workers"]) as pool:
+        return await sizes_sync(p, pool, chunked=False)  # (its default: the same chunksize)
+
+
+async def sizes_ppe(p: dict[str, Any]) -> dict[str, Any]:
+    with ProcessPoolExecutor(p["workers"]) as pool:
+        return await sizes_sync(p, pool, chunked=True)
+
+
+async def sizes_loky(p: dict[str, Any]) -> dict[str, Any]:
+    pool = loky_executor(p["workers"])
+    try:
+        return await sizes_sync(p, pool, chunked=True)
+    finally:
+        pool.shutdown(wait=True)
+
+
+async def sizes_aiomp(p: dict[str, Any]) -> dict[str, Any]:
+    async with aiomp_pool(p["workers"]) as pool:
+        await pool.map(adouble, range(WARM_ITEMS))
+        sizes = await sizes_sweep(p, pool.map, cap=p["sizes_aiomp_items"], kind=aspin_for)
+    return {"sizes": sizes}
+
+
 ASYNC_VARIANTS: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "tiny_corral_map": tiny_corral_map,
     "tiny_corral_unordered": tiny_corral_unordered,
@@ -864,6 +978,11 @@ ASYNC_VARIANTS: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]
     "dask_corral_local": dask_corral_local,
     "dask_corral_backend": dask_corral_backend,
     "dask_plain": dask_plain,
+    "sizes_corral": sizes_corral,
+    "sizes_mp": sizes_mp,
+    "sizes_ppe": sizes_ppe,
+    "sizes_loky": sizes_loky,
+    "sizes_aiomp": sizes_aiomp,
 }
 SYNC_VARIANTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "tiny_mp": tiny_mp,
@@ -905,13 +1024,6 @@ def measure(variant: str, params: dict[str, Any]) -> dict[str, Any]:
     return run_variant(__file__, variant, params, timeout=VARIANT_TIMEOUT)
 
 
-def version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b <= 0 else a / b
 
@@ -929,14 +1041,6 @@ def check(checks: list[dict[str, Any]], what: str, value: float | None, bound: f
     verdict = "n/a" if value is None else ("PASS" if value >= bound else "MISS")
     checks.append({"check": what, "value": value, "target": f">= {bound:g}", "verdict": verdict})
     return [what, fmt(value, ".2f"), f">= {bound:g}", verdict]
-
-
-def rate(value: float) -> str:
-    if value >= 1e6:
-        return f"{value / 1e6:.2f} M"
-    if value >= 1e3:
-        return f"{value / 1e3:.1f} k"
-    return f"{value:.0f}"
 
 
 def variants_of(section: str, results: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str]]:
@@ -1319,11 +1423,54 @@ def report_dask(
     )
 
 
+def report_sizes(
+    results: dict[str, dict[str, Any]], params: dict[str, Any], checks: list[dict[str, Any]]
+) -> None:
+    workers = params["workers"]
+    rounds = params["sizes_rounds"]
+    print(
+        f"\n== 5. Task sizes: items that each busy-spin 0 to 10 ms, {workers} workers; N x size /"
+        f" {workers} = {params['sizes_seconds']:g} s of ideal wall per map "
+        f"({params['sizes_zero_items']:,} items of 0 ms; aiomultiprocess at most "
+        f"{params['sizes_aiomp_items']:,});\nthe median of {rounds} map{'s' * (rounds != 1)} "
+        "after a warm-up map"
+    )
+    shown = [(v, label.split()[0]) for v, label in variants_of("sizes", results)]
+    rows = []
+    for size_ms in SIZES_MS:
+        ours = figure(results, "sizes_corral", "sizes", f"{size_ms:g}", "tasks_per_s")
+        cells = [size_label(size_ms)]
+        for variant, _ in shown:
+            figures = dask_figure(results, variant, size_ms)
+            if figures is None:
+                cells.append("-")
+                continue
+            efficiency = figures["efficiency"]
+            cells.append(
+                f"{rate(figures['tasks_per_s'])}/s"
+                + ("" if efficiency is None else f" {efficiency:.0%}")
+                + (
+                    ""
+                    if variant == "sizes_corral"
+                    else f" ({fmt(ratio(ours, figures['tasks_per_s']), '.2f', 'x')})"
+                )
+            )
+        rows.append(cells)
+    table(["task", *(name for _, name in shown)], rows)
+    print(
+        "(items/s of the median map, its efficiency (ideal / wall, ideal = N x size / "
+        f"{workers}) and, in brackets,\ncorral's items/s over the pool's: above 1x corral is "
+        "faster; chunksize: multiprocessing's default, the\nsame for ProcessPoolExecutor and "
+        "loky, 1 for aiomultiprocess, corral's own)\n"
+    )
+
+
 REPORTERS: dict[str, Callable[[dict[str, dict[str, Any]], dict[str, Any], Any], None]] = {
     "tiny": report_tiny,
     "ms": report_ms,
     "lambda": report_lambda,
     "dask": report_dask,
+    "sizes": report_sizes,
 }
 
 
@@ -1417,6 +1564,10 @@ def main() -> None:
         "dask_rounds": args.dask_rounds or (1 if quick else 3),
         "dask_plain_items": args.dask_plain_items or (300 if quick else 1_000),
         "dask_kind": args.dask_kind,
+        "sizes_seconds": 0.5 if quick else 1.0,
+        "sizes_rounds": 1 if quick else 3,
+        "sizes_zero_items": 50_000 if quick else 200_000,
+        "sizes_aiomp_items": 2_000 if quick else 10_000,
         "settle": args.settle if args.settle is not None else (1.0 if quick else 3.0),
         "profile": os.path.abspath(args.profile) if args.profile else None,
     }
@@ -1524,14 +1675,15 @@ def summarize(
             print(f"- {variant}: {result.get('error', 'ran, but wrote to stderr')}")
             for line in result.get("stderr", "").strip().splitlines()[-15:]:
                 print(f"    {line}")
-    print("\n== Targets")
-    table(
-        ["check", "value", "target", "verdict"],
-        [
-            [c["check"], c.get("shown") or fmt(c["value"], ".2f"), c["target"], c["verdict"]]
-            for c in checks
-        ],
-    )
+    if checks:
+        print("\n== Targets")
+        table(
+            ["check", "value", "target", "verdict"],
+            [
+                [c["check"], c.get("shown") or fmt(c["value"], ".2f"), c["target"], c["verdict"]]
+                for c in checks
+            ],
+        )
     passed = sum(c["verdict"] == "PASS" for c in checks)
     missed = [c["check"] for c in checks if c["verdict"] == "MISS"]
     print(

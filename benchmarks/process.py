@@ -65,7 +65,7 @@ import psutil
 
 import corral
 from _isolated import BUSY_PCT, run_variant
-from _peers import corral_source, ensure
+from _peers import corral_source, ensure, version
 from _stats import fmt, percentile, table
 
 ANSWER = 42  # what the trivial processes' result() returns
@@ -327,13 +327,6 @@ def measure(variant: str, params: dict[str, Any]) -> dict[str, Any]:
     if variant == "overhead_corral_long":
         params = {**params, "runs": params["corral_runs"]}
     return run_variant(__file__, variant, params, timeout=VARIANT_TIMEOUT)
-
-
-def version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

@@ -57,7 +57,7 @@ import psutil
 
 import corral
 from _peers import corral_source, ensure
-from _stats import fmt, percentile, table
+from _stats import distribution, fmt, percentile, table
 
 T = TypeVar("T")
 
@@ -178,6 +178,7 @@ def latency(samples_ns: list[int], warmup: int) -> dict[str, Any]:
         "p99_us": percentile(us, 99),
         "mean_us": statistics.fmean(us),
         "min_us": min(us),
+        "distribution_us": distribution(us),  # [[percentile, µs], ...], for the report's plot
     }
 
 
