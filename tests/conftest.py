@@ -1,4 +1,9 @@
-"""Shared fixtures: every async test runs on uvloop, stock asyncio and trio."""
+"""Shared fixtures: every async test runs on uvloop, stock asyncio and trio.
+
+A test (or module) marked ``@pytest.mark.loops("uvloop", "trio")`` runs on
+those loops only: the others are deselected (for the slow tests whose subject
+does not depend on the loop, to keep the suite within its time budget).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,24 @@ import sniffio
 )
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        marker = item.get_closest_marker("loops")
+        params = getattr(item, "callspec", None)
+        backend = params.params.get("anyio_backend") if params is not None else None
+        if marker is None or not isinstance(backend, tuple):
+            kept.append(item)
+            continue
+        uvloop = backend[1].get("use_uvloop")
+        name = "trio" if backend[0] == "trio" else "uvloop" if uvloop else "asyncio"
+        (kept if name in marker.args else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def live_tasks() -> int:

@@ -147,6 +147,7 @@ async def test_under_trio_the_backend_says_it_needs_asyncio() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.loops("uvloop")
 async def test_on_worker_processes_a_crash_names_its_item_and_the_map_goes_on() -> None:
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     async with (

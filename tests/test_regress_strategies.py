@@ -22,7 +22,7 @@ from tests.hosts import ROOT
 from tests.services import Journal
 from tests.test_strategies import entries, kill
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.loops("uvloop", "trio")]
 
 DEADLINE = 15  # seconds any one wait in these tests may take
 

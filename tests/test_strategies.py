@@ -14,7 +14,7 @@ import pytest
 import corral
 from tests.services import Journal
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.loops("uvloop", "trio")]
 
 
 def entries(path: Path) -> list[str]:

@@ -71,6 +71,7 @@ async def replaced(proxy: corral.Proxy[Echo], pid: int) -> None:
             pass  # the call reached the child as it died; the next waits for the new one
 
 
+@pytest.mark.loops("uvloop", "trio")
 async def test_sigkill_under_64_callers_100_times_loses_no_call() -> None:
     kills = scale(100, 1000)
     async with corral.spawn(Echo) as warm:  # the loop's lazily opened fds, then measure
