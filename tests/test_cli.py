@@ -26,7 +26,7 @@ def test_demo_json_summary_shows_every_worker_stopped() -> None:
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["all_stopped"] is True
-    assert summary["ended_early"] is False
+    assert summary["ended_early"] is None
     assert summary["left_running"] == {"threads": 0, "processes": 0}
     service = summary["service"]
     assert service["restarts"] == 1  # killed half-way on purpose, and back
@@ -119,7 +119,7 @@ def test_the_first_ctrl_c_ends_the_demo_early_with_its_summary() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["demo", "--duration", "0"], "--duration must be positive"),
+        (["demo", "--duration", "0"], "--duration must be a positive number"),
         (["demo", "--bogus"], "unrecognized arguments: --bogus"),
         ([], "the following arguments are required"),
     ],

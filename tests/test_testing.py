@@ -52,11 +52,7 @@ async def test_a_clean_block_passes_with_a_child_and_threads() -> None:
     assert sup.statistics().state == "stopped"
 
 
-@pytest.fixture
-def anyio_backend() -> Any:  # the leftovers checks need one loop only
-    return "asyncio"
-
-
+@pytest.mark.loops("asyncio")  # (the check does not depend on the loop)
 async def test_a_process_left_behind_fails_and_is_killed() -> None:
     child: subprocess.Popen[bytes] | None = None
     with pytest.raises(AssertionError, match=r"left running .*\n  process \d+: .*sleep") as caught:
@@ -69,6 +65,7 @@ async def test_a_process_left_behind_fails_and_is_killed() -> None:
     assert child.wait(timeout=5) == -signal.SIGKILL  # killed by the check, not left to leak
 
 
+@pytest.mark.loops("asyncio")  # (the check does not depend on the loop)
 async def test_a_thread_and_a_file_descriptor_left_behind_fail() -> None:
     release = threading.Event()
     thread = threading.Thread(target=release.wait, name="forgotten", daemon=True)
@@ -93,6 +90,7 @@ async def test_a_thread_and_a_file_descriptor_left_behind_fail() -> None:
         os.close(write_end)
 
 
+@pytest.mark.loops("asyncio")  # (the check does not depend on the loop)
 async def test_what_goes_away_within_the_timeout_passes() -> None:
     async with nothing_left_running(timeout=5.0):
         child = await anyio.open_process([sys.executable, "-c", "pass"])
@@ -101,6 +99,7 @@ async def test_what_goes_away_within_the_timeout_passes() -> None:
     await child.aclose()
 
 
+@pytest.mark.loops("asyncio")  # (the check does not depend on the loop)
 async def test_wait_for_runs_says_what_it_saw_on_timeout() -> None:
     async with supervised() as sup:
         gate = anyio.Event()
@@ -117,6 +116,7 @@ async def test_wait_for_runs_says_what_it_saw_on_timeout() -> None:
             await wait_for_runs(worker, 5)
 
 
+@pytest.mark.loops("asyncio")  # (the check does not depend on the loop)
 async def test_wait_for_restarts_follows_a_killed_child() -> None:
     async with supervised() as sup:
         proxy = await sup.spawn(Counter, restart="on-failure")
@@ -130,6 +130,7 @@ async def test_wait_for_restarts_follows_a_killed_child() -> None:
             await wait_for_restarts(proxy, 2, timeout=0.05)
 
 
+@pytest.mark.loops("asyncio")  # (the check does not depend on the loop)
 async def test_wait_for_restarts_fails_at_once_for_a_child_that_will_not_restart() -> None:
     async with supervised() as sup:
         proxy = await sup.spawn(Counter, restart="on-failure")
@@ -138,6 +139,7 @@ async def test_wait_for_restarts_fails_at_once_for_a_child_that_will_not_restart
             await wait_for_restarts(proxy, 1, timeout=30)
 
 
+@pytest.mark.loops("asyncio")  # (the check does not depend on the loop)
 async def test_wait_until() -> None:
     seen: list[int] = []
     async with supervised() as sup:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -41,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench([*extra, *args.options])
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.duration <= 0 or args.fleet < 0:
-        parser.error("--duration must be positive and --fleet 0 or more")
+    if not (math.isfinite(args.duration) and args.duration > 0) or args.fleet < 0:
+        parser.error("--duration must be a positive number of seconds and --fleet 0 or more")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

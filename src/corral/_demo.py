@@ -47,7 +47,7 @@ def run_demo(
     view = make_view(quiet=as_json, plain=plain)
     summary = run(_demo, duration, fleet, view, control_loop)
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2, allow_nan=False))
     else:
         print_summary(summary)
     left = summary["left_running"]
@@ -58,40 +58,28 @@ async def _demo(duration: float, fleet: int, view: View, control_loop: bool) -> 
     threads_before = threading.active_count()
     me = psutil.Process()
     cpu_before = sum(me.cpu_times()[:2])
-    ended_early = anyio.Event()
-    async with Supervisor(name="plant", shutdown_timeout=2.0) as sup:
-        plant = Plant(sup, fleet)
-        await plant.start(control_loop, analyse_for=duration * 0.8)
-        stabilizer = plant.stabilizer
-        started = plant.started = time.monotonic()  # (events are timed from here too)
-        with view, _first_interrupt_sets(ended_early):
-            kill_at = duration / 2  # the service's child, on purpose
-            while (elapsed := time.monotonic() - started) < duration:
-                if elapsed >= kill_at:
-                    await plant.kill_service()
-                    kill_at = math.inf
-                view.show(await _frame(plant, elapsed, duration))
-                next_frame = (elapsed // view.interval + 1) * view.interval
-                with anyio.move_on_after(min(next_frame, kill_at, duration) - elapsed):
-                    await ended_early.wait()
-                if ended_early.is_set():
-                    plant.event("Ctrl-C: ending early, gracefully")
-                    break
-            view.show(await _frame(plant, time.monotonic() - started, duration))
-        if not ended_early.is_set():  # the last windows arrived: let their analysis finish
-            with anyio.move_on_after(10.0):
-                await plant.analysis.finished.wait()
-        plant.analysis_task.cancel()
-        pool_figures = await plant.analysis.summary()
-        service = await plant.service_summary()
-        plant.flush.stop()  # the archiver's feed first, then the archiver
-        await plant.flush.wait_stopped()
-        archived = await archive_summary(plant.archiver)
-        loop_figures = None
-        if stabilizer is not None:
-            temperature = await stabilizer.get("temperature")
-            loop_figures = loop_summary(await stabilizer.statistics(), temperature)
-        elapsed = time.monotonic() - started
+    interrupt = _FirstInterrupt()
+    with interrupt.installed():
+        async with Supervisor(name="plant", shutdown_timeout=2.0) as sup:
+            plant = Plant(sup, fleet)
+            await plant.start(control_loop, analyse_for=duration * 0.8)
+            started = plant.started = time.monotonic()  # (events are timed from here too)
+            with view:
+                await _timeline(plant, view, duration, interrupt)
+            if not interrupt.name:  # the last windows arrived: let their analysis finish
+                with anyio.move_on_after(10.0):
+                    await _either(plant.analysis.finished, interrupt.event)
+            plant.analysis_task.cancel()
+            pool_figures = await plant.analysis.summary()
+            service = await plant.service_summary()
+            plant.flush.stop()  # the archiver's feed first, then the archiver
+            await plant.flush.wait_stopped()
+            archived = await archive_summary(plant.archiver)
+            loop_figures = None
+            if plant.stabilizer is not None:
+                temperature = await plant.stabilizer.get("temperature")
+                loop_figures = loop_summary(await plant.stabilizer.statistics(), temperature)
+            elapsed = time.monotonic() - started
     workers = sup.statistics().workers  # after the block: every worker's final state
     fleet_lateness = Timer()
     for worker in plant.fleet_workers:
@@ -100,7 +88,7 @@ async def _demo(duration: float, fleet: int, view: View, control_loop: bool) -> 
     cpu = sum(me.cpu_times()[:2]) - cpu_before
     return {
         "duration_s": round(elapsed, 2),
-        "ended_early": ended_early.is_set(),
+        "ended_early": interrupt.name,
         "loop": "uvloop" if uvloop_available() else "asyncio",
         "counts": plant.counts,
         "workers": [worker_row(w) for w in workers if not w.name.startswith("fleet-")],
@@ -125,6 +113,35 @@ async def _demo(duration: float, fleet: int, view: View, control_loop: bool) -> 
             "processes": len(me.children()),
         },
     }
+
+
+async def _timeline(plant: Plant, view: View, duration: float, interrupt: _FirstInterrupt) -> None:
+    """Show frames until ``duration`` has passed (or an interrupt); kill the service half-way."""
+    kill_at = duration / 2  # the service's child, on purpose
+    while (elapsed := time.monotonic() - plant.started) < duration:
+        if elapsed >= kill_at:
+            await plant.kill_service()
+            kill_at = math.inf
+        view.show(await _frame(plant, elapsed, duration))
+        next_frame = (elapsed // view.interval + 1) * view.interval
+        with anyio.move_on_after(min(next_frame, kill_at, duration) - elapsed):
+            await interrupt.event.wait()
+        if interrupt.name:
+            plant.event(f"{interrupt.name}: ending early, gracefully")
+            break
+    view.show(await _frame(plant, time.monotonic() - plant.started, duration))
+
+
+async def _either(*events: anyio.Event) -> None:
+    """Return once one of ``events`` is set."""
+    async with anyio.create_task_group() as group:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            group.cancel_scope.cancel()
+
+        for event in events:
+            group.start_soon(wait, event)
 
 
 async def _frame(plant: Plant, elapsed: float, duration: float) -> Frame:
@@ -221,24 +238,37 @@ def _figure(value: float) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
-@contextlib.contextmanager
-def _first_interrupt_sets(event: anyio.Event) -> Iterator[None]:
-    """The first Ctrl-C (or SIGTERM) sets ``event``; the next goes to ``corral.run``'s handler."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    loop = LoopHandle()
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+class _FirstInterrupt:
+    """The first Ctrl-C (or SIGTERM) ends the demo early, with its summary.
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        loop.call_soon_threadsafe(event.set)
+    The next goes to ``corral.run``'s handler: a graceful stop without the
+    summary (then a third kills at once).
+    """
 
-    for signum in previous:
-        signal.signal(signum, handle)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.name: str | None = None  # what ended the demo early
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT and SIGTERM in the block (from the main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        loop = LoopHandle()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {signum: signal.getsignal(signum) for signum in signals}
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            self.name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            loop.call_soon_threadsafe(self.event.set)
+
+        for signum in signals:
+            signal.signal(signum, handle)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)

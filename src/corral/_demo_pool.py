@@ -117,12 +117,16 @@ class Analysis:
 
 def pool_line(p: dict[str, Any]) -> str:
     """The summary's line about the pool."""
-    crashed = ", ".join(str(i) for i in p["crashed_items"]) or "none"
-    restarts = f"{p['restarts']} restart{'' if p['restarts'] == 1 else 's'}"
+    if p["crashed_items"]:
+        restarts = f"{p['restarts']} restart{'' if p['restarts'] == 1 else 's'}"
+        crash = (
+            f"window {', '.join(map(str, p['crashed_items']))} killed its worker: that item "
+            f"raised WorkerCrashed, the worker was replaced ({restarts}) and the map went on"
+        )
+    else:
+        crash = "the faulty window had not arrived when the demo ended"
     return (
         f"pool: 2 workers forked from the zygote; {p['analysed']} of {p['windows']} windows "
-        f"analysed as they arrived over {p['analyse_s']} s (peak {p['peak_c']} C); window "
-        f"{crashed} killed its worker: that item raised WorkerCrashed, the worker was replaced "
-        f"({restarts}) and the map went on; {p['conversions']:,} tiny calls at "
-        f"{p['conversions_per_s'] / 1e6:.2f} M/s"
+        f"analysed as they arrived over {p['analyse_s']} s (peak {p['peak_c']} C); {crash}; "
+        f"{p['conversions']:,} tiny calls at {p['conversions_per_s'] / 1e6:.2f} M/s"
     )

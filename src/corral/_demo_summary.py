@@ -25,7 +25,7 @@ def worker_row(w: WorkerStatistics) -> dict[str, Any]:
             "max": round(w.duration.max * 1000, 3),
         },
     }
-    if w.lateness is not None:
+    if w.lateness is not None and w.lateness.count:
         row["lateness_ms"] = {
             "p50": round(w.lateness.p50 * 1000, 3),
             "p99": round(w.lateness.p99 * 1000, 3),
@@ -34,8 +34,10 @@ def worker_row(w: WorkerStatistics) -> dict[str, Any]:
     return row
 
 
-def ms(timer: Timer) -> dict[str, float]:
-    """A timer's p50, p99 and max, in milliseconds."""
+def ms(timer: Timer) -> dict[str, float] | None:
+    """A timer's p50, p99 and max, in milliseconds (None when it has no samples)."""
+    if not timer.count:
+        return None
     return {
         "p50": round(timer.percentile(50) * 1000, 3),
         "p99": round(timer.percentile(99) * 1000, 3),
@@ -46,7 +48,7 @@ def ms(timer: Timer) -> dict[str, float]:
 def print_summary(s: dict[str, Any]) -> None:
     """The summary as text, on stdout."""
     stopped = "every worker stopped cleanly" if s["all_stopped"] else "SOME WORKERS DID NOT STOP"
-    early = " (ended early by Ctrl-C)" if s["ended_early"] else ""
+    early = f" (ended early by {s['ended_early']})" if s["ended_early"] else ""
     print(f"\ncorral demo: {s['duration_s']} s on {s['loop']}{early}; {stopped}.\n")
     head = f"{'worker':<20} {'kind':<9} {'state':<8} {'runs':>6} {'errors':>6} {'skipped':>7}"
     print(f"{head}  lateness p50/p99/max ms")
@@ -59,11 +61,16 @@ def print_summary(s: dict[str, Any]) -> None:
         )
     f = s["fleet"]
     c = s["counts"]
+    late = f["lateness_ms"]
+    lateness = (
+        f"lateness p50 {late['p50']:.2f} ms, p99 {late['p99']:.2f} ms, max {late['max']:.2f} ms"
+        if late
+        else "no lateness measured"
+    )
     print(
         f"\nfleet: {f['workers']:,} interval workers at 10 Hz on one shared timer "
         f"(started in {f['register_ms']} ms): {f['ticks']:,} ticks, {f['skipped']} skipped, "
-        f"lateness p50 {f['lateness_ms']['p50']:.2f} ms, p99 {f['lateness_ms']['p99']:.2f} ms, "
-        f"max {f['lateness_ms']['max']:.2f} ms"
+        f"{lateness}"
     )
     redraws = next(w["runs"] for w in s["workers"] if w["name"] == "refresh_dashboard")
     print(

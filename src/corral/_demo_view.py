@@ -69,7 +69,7 @@ def make_view(*, quiet: bool, plain: bool) -> View:
     """The view for this run: quiet for --json, live on a terminal with rich, else log lines."""
     if quiet:
         return QuietView()
-    if plain or not sys.stdout.isatty():
+    if plain or sys.stdout is None or not sys.stdout.isatty():  # (None: stdout was closed)
         return LogView()
     if importlib.util.find_spec("rich") is None:
         logger.warning("the live dashboard needs rich: pip install 'corral[demo]'; log lines now")
@@ -210,19 +210,21 @@ def render(frame: Frame, log: list[str]) -> Any:
         "loop), how long runs or calls took (the others); MB: RSS",
         style="dim",
     )
-    parts: list[Any] = [table, legend, Text(""), Text(frame.status)]
+    # The figures first and the table after: a short terminal crops the bottom.
+    parts: list[Any] = [Text(frame.status)]
     if frame.control:
         parts.append(Text(frame.control, style="cyan"))
     parts += [pool, Text(f"pool: {frame.pool_note}")]
     if frame.events:
-        parts.append(Text("\n".join(f"• {e}" for e in frame.events[-5:])))
+        parts.append(Text("\n".join(f"• {e}" for e in frame.events[-3:])))
+    parts += [Text(""), table, legend]
     if log:
         parts.append(Text("\n".join(log), style="dim yellow"))
     left = max(frame.duration - frame.elapsed, 0.0)
     return Panel(
         Group(*parts),
-        title=f"[bold]{frame.title}[/bold]",
-        subtitle=f"{frame.elapsed:4.1f} s, {left:4.1f} s to go; Ctrl-C ends it early",
+        title=f"[bold]{frame.title}[/bold], {frame.elapsed:.1f} s, {left:.1f} s to go",
+        subtitle="Ctrl-C ends it early, with the summary",
     )
 
 

@@ -50,6 +50,7 @@ def run(
     interpreter (status 130 or 143). The previous handlers are restored on
     return.
     """
+    _open_closed_std_fds()
     if backend == "trio":
         if use_uvloop:
             raise ValueError("use_uvloop applies only to backend='asyncio'")
@@ -65,6 +66,23 @@ def run(
     return anyio.run(
         _stoppable, main, args, backend="asyncio", backend_options={"use_uvloop": use_uvloop}
     )
+
+
+def _open_closed_std_fds() -> None:
+    """Point a closed stdin, stdout or stderr at /dev/null.
+
+    Else the next descriptor opened (a socket to a child) takes its number:
+    output meant for the terminal would go to the child, and libuv aborts.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if opened != fd:  # (a lower one was closed too, and is now taken)
+                os.dup2(opened, fd)
+                os.close(opened)
+            os.set_inheritable(fd, True)  # (children inherit 0-2 as usual)
 
 
 async def _stoppable(main: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:

@@ -19,13 +19,18 @@ import asyncio
 import contextlib
 import math
 import os
+import re
 import selectors
+import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar, final
 
 import anyio
+import anyio.lowlevel
 import psutil
+import sniffio
 
 from ._proxy import ProxyBase
 from ._scheduler import IntervalWorker
@@ -43,9 +48,15 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: Threads that outlive a block by design: idle workers of anyio's and asyncio's
-#: own thread pools (they exit by themselves), and trio's I/O thread in guest mode.
+#: Threads that outlive a block by design, busy or idle: the workers of anyio's
+#: and asyncio's own thread pools (idle, they exit by themselves), trio's I/O thread
+#: in guest mode, and executors' threads (their executor's owner shuts them down).
 IGNORED_THREADS = ("AnyIO worker thread", "asyncio_", "Trio thread", "ThreadPoolExecutor-")
+
+#: What asyncio adds to the time to find what is due (BaseEventLoop._clock_resolution).
+RESOLUTION = time.get_clock_info("monotonic").resolution
+
+_Fd = tuple[int, str]  # (number, what it is): a number alone is reused
 
 
 @contextlib.asynccontextmanager
@@ -55,13 +66,15 @@ async def nothing_left_running(
     """Fail if the block leaves a child process, thread or file descriptor behind.
 
     What exists when the block starts is the baseline. When it ends, whatever
-    is new gets up to ``timeout`` seconds to go away (a child being reaped, a
-    socket closing on the next loop turn); then an :class:`AssertionError`
-    lists what is left, after killing the processes (their owner still reaps
-    them), so one failing test does not leak into the next. Threads of
-    anyio's, asyncio's and trio's own pools (idle, they exit by themselves)
-    are not counted. ``threads=False`` or
-    ``fds=False`` leaves those out of the check.
+    is new gets up to ``timeout`` seconds (real ones, on a
+    :class:`VirtualClock` too) to go away (a child being reaped, a socket
+    closing on the next loop turn); then an :class:`AssertionError` lists
+    what is left, after killing the processes (their owner still reaps them),
+    so one failing test does not leak into the next. When the block raises,
+    its processes are killed too, and a note on its exception says so.
+    Threads of anyio's, asyncio's and trio's own pools and executors' threads
+    are not counted. ``threads=False`` or ``fds=False`` leaves those out of
+    the check (say, for a block that opens a log file on purpose).
 
     Example::
 
@@ -69,38 +82,46 @@ async def nothing_left_running(
             async with corral.spawn(Camera, "/dev/video0") as cam:
                 await cam.capture()
     """
+    await _open_loop_reserves()
     me = psutil.Process()
     children_before = {p.pid for p in me.children(recursive=True)}
-    threads_before = {t.ident for t in threading.enumerate()}
+    threads_before = set(threading.enumerate())
     fds_before = _open_fds()
-    yield
-    deadline = anyio.current_time() + timeout
 
-    def leftovers() -> tuple[list[psutil.Process], list[threading.Thread], set[int]]:
+    def leftovers() -> tuple[list[psutil.Process], list[threading.Thread], set[_Fd]]:
         processes = [
             p for p in me.children(recursive=True) if p.pid not in children_before and _alive(p)
         ]
         stray_threads = [
             t
             for t in threading.enumerate()
-            if t.ident not in threads_before and not t.name.startswith(IGNORED_THREADS)
+            if t not in threads_before and not t.name.startswith(IGNORED_THREADS)
         ]
         stray_fds = _open_fds() - fds_before
         return processes, stray_threads if threads else [], stray_fds if fds else set()
 
+    try:
+        yield
+    except BaseException as error:
+        killed = _kill(leftovers()[0])
+        if killed:
+            error.add_note(f"nothing_left_running: the block failed; killed {', '.join(killed)}")
+        raise
+    deadline = time.monotonic() + timeout
     processes, stray_threads, stray_fds = leftovers()
-    while (processes or stray_threads or stray_fds) and anyio.current_time() < deadline:
+    while (processes or stray_threads or stray_fds) and time.monotonic() < deadline:
         await anyio.sleep(0.01)
         processes, stray_threads, stray_fds = leftovers()
     if not (processes or stray_threads or stray_fds):
         return
     lines = [f"left running {timeout:g} s after the block ended:"]
-    for p in processes:
-        lines.append(f"  process {p.pid}: {_command_line(p)} (killed now)")
-        with contextlib.suppress(psutil.Error):
-            p.kill()
+    lines.extend(f"  {process} (killed now)" for process in _kill(processes))
     lines.extend(f"  thread {t.name!r} (daemon={t.daemon})" for t in stray_threads)
-    lines.extend(f"  file descriptor {fd}: {_fd_target(fd)}" for fd in sorted(stray_fds))
+    lines.extend(f"  file descriptor {fd}: {_fd_target(fd)}" for fd, _ in sorted(stray_fds))
+    lines.append(
+        "Close what the block opened before it ends (leave `async with` blocks, await "
+        "aclose()), or leave a kind out of the check: threads=False, fds=False."
+    )
     raise AssertionError("\n".join(lines))
 
 
@@ -125,23 +146,24 @@ async def wait_for_runs(worker: Worker, n: int, *, timeout: float | None = None)
     """Wait until ``worker`` has completed ``n`` runs; ``TimeoutError`` after ``timeout`` s.
 
     The default timeout is 5 s, plus ``n`` intervals for an interval worker
-    (on a :class:`VirtualClock` those are virtual seconds, which pass at
-    once). The error says how many runs it made, its state and its errors. A
-    worker that stops before its ``n``-th run raises
+    (on a :class:`VirtualClock`, just 5 s: the helpers' timeouts are real
+    seconds there too). The error says how many runs it made, its state and
+    its errors. A worker that stops before its ``n``-th run raises
     :class:`~corral.WorkerStopped` at once. Nothing polls: the worker wakes
     the waiter on the run.
     """
     if timeout is None:
-        timeout = 5.0 + n * (worker.interval if isinstance(worker, IntervalWorker) else 0.0)
-    try:
-        with anyio.fail_after(timeout):
-            await worker.wait_runs(n)
-    except TimeoutError:
-        stats = worker.statistics()
-        raise TimeoutError(
-            f"worker {stats.name!r} made {stats.runs} of {n} runs within {timeout:g} s "
-            f"(state {stats.state.value}, {stats.errors} errors, {stats.skipped} skipped ticks)"
-        ) from None
+        per_run = worker.interval if isinstance(worker, IntervalWorker) else 0.0
+        timeout = 5.0 + (0.0 if _virtual_loop() else n * per_run)
+    with _deadline(timeout) as scope:
+        await worker.wait_runs(n)
+    if not scope.cancelled_caught:
+        return
+    stats = worker.statistics()
+    raise TimeoutError(
+        f"worker {stats.name!r} made {stats.runs} of {n} runs within {timeout:g} s "
+        f"(state {stats.state.value}, {stats.errors} errors, {stats.skipped} skipped ticks)"
+    )
 
 
 async def wait_for_restarts(
@@ -156,24 +178,20 @@ async def wait_for_restarts(
     that fails or closes for good first raises ``AssertionError`` at once.
     """
     service = proxy._service
-
-    def reached() -> bool:
-        return service.restarts >= n and (not running or service.state == "running")
-
-    try:
-        with anyio.fail_after(timeout):
-            while not reached():
-                if service.state in ("failed", "closed"):
-                    raise AssertionError(
-                        f"child {service.name!r} is {service.state} after {service.restarts} "
-                        f"of {n} restarts (last exit: {service.last_exit_reason})"
-                    )
-                await service._changed.wait()
-    except TimeoutError:
-        raise TimeoutError(
-            f"child {service.name!r} had {service.restarts} of {n} restarts within "
-            f"{timeout:g} s (state {service.state}; last exit: {service.last_exit_reason})"
-        ) from None
+    with _deadline(timeout) as scope:
+        while service.restarts < n or (running and service.state != "running"):
+            if service.state in ("failed", "closed"):
+                raise AssertionError(
+                    f"child {service.name!r} is {service.state} after {service.restarts} "
+                    f"of {n} restarts (last exit: {service.last_exit_reason})"
+                )
+            await service._changed.wait()
+    if not scope.cancelled_caught:
+        return
+    raise TimeoutError(
+        f"child {service.name!r} had {service.restarts} of {n} restarts within "
+        f"{timeout:g} s (state {service.state}; last exit: {service.last_exit_reason})"
+    )
 
 
 async def wait_until(
@@ -186,18 +204,49 @@ async def wait_until(
     """Wait until ``condition()`` is true, checking every ``interval`` seconds.
 
     For conditions nothing signals (a statistic, a file appearing). Raises
-    ``TimeoutError`` after ``timeout`` seconds, with ``message`` (or what it
-    returns, evaluated then) appended. Prefer :func:`wait_for_runs` and
-    :func:`wait_for_restarts`, which are woken by the event itself.
+    ``TimeoutError`` after ``timeout`` (real) seconds, with ``message`` (or
+    what it returns, evaluated then) appended. Prefer :func:`wait_for_runs`
+    and :func:`wait_for_restarts`, which are woken by the event itself.
     """
-    deadline = anyio.current_time() + timeout
+    deadline = time.monotonic() + timeout
     while not condition():
-        if anyio.current_time() >= deadline:
+        if time.monotonic() >= deadline:
             detail = message() if callable(message) else message
             raise TimeoutError(
                 f"condition not met within {timeout:g} s" + (f": {detail}" if detail else "")
             )
         await anyio.sleep(interval)
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[anyio.CancelScope]:
+    """A cancel scope that ends its block after ``seconds`` of real time.
+
+    On a :class:`VirtualClock` loop a timer would fire as soon as the loop is
+    idle, so there a thread keeps the time instead.
+    """
+    loop = _virtual_loop()
+    if loop is None:
+        with anyio.move_on_after(seconds) as scope:
+            yield scope
+        return
+    with anyio.CancelScope() as scope:
+        watchdog = threading.Timer(seconds, loop.call_soon_threadsafe, (scope.cancel,))
+        watchdog.name = "corral.testing deadline"
+        watchdog.start()
+        try:
+            yield scope
+        finally:
+            watchdog.cancel()
+            watchdog.join()
+
+
+def _virtual_loop() -> _VirtualLoop | None:
+    """The running loop if it is on a :class:`VirtualClock`."""
+    if sniffio.current_async_library() != "asyncio":
+        return None
+    loop = asyncio.get_running_loop()
+    return loop if isinstance(loop, _VirtualLoop) else None
 
 
 @final
@@ -213,7 +262,7 @@ class VirtualClock:
 
     Only time moves: I/O is real. Child processes and threads run on real
     time, so a timeout the host waits on can expire (virtually) before a
-    child or a thread has answered; raise ``autojump`` (say to 0.05) to give
+    child or a thread has answered; raise ``autojump`` (say to 0.2) to give
     them real time to answer first. uvloop cannot be driven this way: these
     loops are the stock asyncio loop. On trio, use ``trio.testing.MockClock``
     (corral reads trio's clock).
@@ -254,44 +303,88 @@ class VirtualClock:
 
 
 class _VirtualSelector(selectors.DefaultSelector):
-    """Waits for I/O for real, up to ``autojump``; then jumps the clock to the next timer."""
+    """Waits for I/O for real, up to ``autojump``; then moves the clock to the next timer."""
 
     def __init__(self, clock: VirtualClock) -> None:
         super().__init__()
         self._clock = clock
+        self.next_due: Callable[[], float | None] = lambda: None
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is None or timeout <= 0:  # nothing scheduled, or something ready now
             return super().select(timeout)
         events = super().select(min(timeout, self._clock.autojump))
-        if not events:
-            self._clock._now += timeout
-        return events
+        if events:
+            return events
+        due = self.next_due()
+        if due is None or not math.isfinite(due):  # a timer at infinity: wait for I/O
+            return super().select(None)
+        # asyncio runs what is due before now + the clock's resolution; past 2**24 s
+        # that sum rounds to now itself, so the clock goes just past the due time.
+        if due + RESOLUTION <= due:
+            due = math.nextafter(due, math.inf)
+        self._clock._now = max(self._clock._now, due)
+        return []
 
 
 class _VirtualLoop(asyncio.SelectorEventLoop):
     def __init__(self, clock: VirtualClock) -> None:
-        super().__init__(_VirtualSelector(clock))
+        selector = _VirtualSelector(clock)
+        super().__init__(selector)
         self._virtual_clock = clock
+        selector.next_due = self._next_due
 
     def time(self) -> float:
         return self._virtual_clock._now
 
+    def _next_due(self) -> float | None:
+        scheduled: list[asyncio.TimerHandle] = getattr(self, "_scheduled", [])  # (asyncio's heap)
+        return scheduled[0].when() if scheduled else None
 
-def _open_fds() -> set[int]:
+
+def _open_fds() -> set[_Fd]:
     try:
-        listed = {int(name) for name in os.listdir("/proc/self/fd")}
+        listed = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:  # no /proc: no check
         return set()
-    return {fd for fd in listed if _is_open(fd)}  # less the listing's own, closed by now
+    found = set()
+    for fd in listed:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+        # What it is, less the inode of a socket or pipe: uvloop makes its signal
+        # socketpair anew each time the loop runs (as pytest's fixtures make it).
+        found.add((fd, re.sub(r":\[\d+\]$", "", target)))
+    return found
 
 
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
+async def _open_loop_reserves() -> None:
+    """Have the loop open what it keeps for its lifetime, so the baseline has it.
+
+    libuv (uvloop) opens a descriptor on /dev/null with a loop's first stream,
+    a reserve for when descriptors run out, and keeps it until the loop closes.
+    """
+    if sniffio.current_async_library() != "asyncio":
+        return
+    loop = asyncio.get_running_loop()
+    if not type(loop).__module__.startswith("uvloop"):
+        return
+    ours, theirs = socket.socketpair()
+    with ours, theirs:  # (uvloop's transport works on a duplicate of ours)
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        transport.close()
+        await anyio.lowlevel.checkpoint()  # the close completes on the next turn
+
+
+def _kill(processes: list[psutil.Process]) -> list[str]:
+    """SIGKILL each of ``processes``; what each was, in words."""
+    killed = []
+    for process in processes:
+        killed.append(f"process {process.pid}: {_command_line(process)}")
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    return killed
 
 
 def _fd_target(fd: int) -> str:
