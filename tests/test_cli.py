@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -61,12 +64,14 @@ def test_demo_without_a_terminal_prints_log_lines_and_a_summary() -> None:
     assert "threads left behind: 0, child processes left behind: 0" in done.stdout
 
 
-def test_demo_on_a_terminal_draws_the_live_dashboard() -> None:
+def demo_on_a_terminal(*args: str, rows: int, columns: int) -> str:
+    """Run ``corral demo ARGS`` on a pseudo-terminal of that size; all it drew (exit 0)."""
     parent, child = pty.openpty()
-    env = {**os.environ, "COLUMNS": "100", "LINES": "50", "TERM": "xterm-256color"}
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    env = {**os.environ, "COLUMNS": str(columns), "LINES": str(rows), "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
     process = subprocess.Popen(
-        [*COMMAND, "demo", "--duration", "1.5", "--fleet", "20"],
+        [*COMMAND, "demo", *args],
         stdin=subprocess.DEVNULL,
         stdout=child,
         stderr=subprocess.PIPE,
@@ -88,7 +93,11 @@ def test_demo_on_a_terminal_draws_the_live_dashboard() -> None:
         os.close(parent)
         if process.stderr:
             process.stderr.close()
-    text = screen.decode(errors="replace")
+    return screen.decode(errors="replace")
+
+
+def test_demo_on_a_terminal_draws_the_live_dashboard() -> None:
+    text = demo_on_a_terminal("--duration", "1.5", "--fleet", "20", rows=50, columns=100)
     assert "corral demo: supervisor 'plant'" in text  # the panel's title
     for row in ("poll_sensors", "Calibrator", "stabilizer", "analysts-1", "host (this process)"):
         assert row in text

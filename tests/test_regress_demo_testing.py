@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
-import pty
 import re
-import struct
 import subprocess
 import sys
-import termios
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -26,6 +22,8 @@ import pytest
 
 from corral._demo_pool import pool_line
 from corral.testing import VirtualClock, nothing_left_running, supervised, wait_for_runs
+from tests.test_cli import demo_on_a_terminal
+from tests.test_testing import Counter
 
 pytestmark = pytest.mark.anyio
 
@@ -35,15 +33,6 @@ COMMAND = [sys.executable, "-m", "corral"]
 @pytest.fixture
 def anyio_backend() -> Any:  # the leftovers checks need one loop only (uvloop is tested alone)
     return "asyncio"
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def bump(self) -> int:
-        self.n += 1
-        return self.n
 
 
 def _run_watched(clock: VirtualClock, main: Callable[[], Coroutine[Any, Any, float]]) -> float:
@@ -318,34 +307,7 @@ def test_the_first_ctrl_c_while_the_summary_is_gathered_still_prints_it() -> Non
 # on an 80x24 terminal the pool's progress, the events and the 'x s to go; Ctrl-C ends it'
 # subtitle are never shown while the demo runs (only in the final frame)
 def test_the_live_dashboard_shows_its_bottom_on_an_80x24_terminal() -> None:
-    parent, child = pty.openpty()
-    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    env = {**os.environ, "COLUMNS": "80", "LINES": "24", "TERM": "xterm-256color"}
-    env.pop("NO_COLOR", None)
-    process = subprocess.Popen(
-        [*COMMAND, "demo", "--duration", "1.5", "--fleet", "20"],
-        stdin=subprocess.DEVNULL,
-        stdout=child,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    os.close(child)
-    screen = bytearray()
-    try:
-        while True:
-            try:
-                chunk = os.read(parent, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            screen += chunk
-        assert process.wait(timeout=60) == 0
-    finally:
-        os.close(parent)
-        if process.stderr:
-            process.stderr.close()
-    text = screen.decode(errors="replace")
+    text = demo_on_a_terminal("--duration", "1.5", "--fleet", "20", rows=24, columns=80)
     assert "every worker stopped cleanly" in text
     to_go = [float(left) for left in re.findall(r"(\d+\.\d) s to go", text)]
     assert any(left > 0 for left in to_go), f"subtitle seen only as {to_go}"
