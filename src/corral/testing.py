@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -45,7 +45,6 @@ __all__ = [
     "wait_until",
 ]
 
-T = TypeVar("T")
 
 VirtualClock.__module__ = __name__  # (defined in corral._virtual; public here)
 
