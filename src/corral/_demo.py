@@ -30,14 +30,14 @@ import psutil
 
 from . import Supervisor, Timer, Worker, run
 from ._demo_loop import control_row_line, loop_summary
-from ._demo_plant import Calibrator, Plant
+from ._demo_plant import Plant
 from ._demo_process import archive_summary
 from ._demo_summary import ms, print_summary, worker_row
 from ._demo_view import Frame, Row, View, make_view
 from ._eventloop import LoopHandle
-from ._run import uvloop_available
+from ._run import STOP_SIGNALS, handling, uvloop_available
 
-__all__ = ["Calibrator", "run_demo"]
+__all__ = ["run_demo"]
 
 
 def run_demo(
@@ -256,19 +256,12 @@ class _FirstInterrupt:
             yield
             return
         loop = LoopHandle()
-        signals = (signal.SIGINT, signal.SIGTERM)
-        previous = {signum: signal.getsignal(signum) for signum in signals}
 
         def handle(signum: int, frame: FrameType | None) -> None:
-            for number, handler in previous.items():
+            for number, handler in previous.items():  # the next one: corral.run's
                 signal.signal(number, handler)
             self.name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
             loop.call_soon_threadsafe(self.event.set)
 
-        for signum in signals:
-            signal.signal(signum, handle)
-        try:
+        with handling(STOP_SIGNALS, handle) as previous:
             yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 from typing import Any, Literal, TypeVar, TypeVarTuple
 
@@ -90,18 +90,28 @@ async def _stoppable(main: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -
     if threading.current_thread() is not threading.main_thread():
         return await main(*args)  # (signal handlers can only be set from the main thread)
     stop = _Stop(LoopHandle())
-    previous = {signum: signal.signal(signum, stop.handle) for signum in STOP_SIGNALS}
     try:
-        with stop.scope:
+        with handling(STOP_SIGNALS, stop.handle), stop.scope:
             return await main(*args)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         if stop.signum is not None:
             logger.info("stopped by %s", signal.Signals(stop.signum).name)
     if stop.signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise SystemExit(128 + signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def handling(
+    signums: tuple[int, ...], handler: Callable[[int, FrameType | None], object]
+) -> Iterator[dict[int, Any]]:
+    """``handler`` handles ``signums`` in the block (the previous handlers, yielded, after)."""
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield previous
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 class _Stop:
