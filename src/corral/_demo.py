@@ -29,7 +29,7 @@ import anyio
 import psutil
 
 from . import Supervisor, Timer, Worker, run
-from ._demo_loop import control_row_line, loop_summary
+from ._demo_loop import loop_line, loop_summary
 from ._demo_plant import Plant
 from ._demo_process import archive_summary
 from ._demo_summary import ms, print_summary, worker_row
@@ -147,7 +147,7 @@ async def _either(*events: anyio.Event) -> None:
 async def _frame(plant: Plant, elapsed: float, duration: float) -> Frame:
     """What the dashboard shows now."""
     rows = [_worker_row(w) for w in plant.shown]
-    worst = max((w._lateness.max for w in plant.fleet_workers if w._lateness.count), default=0)
+    worst = plant.worst_fleet_lateness()
     rows.append(
         Row(
             f"fleet ({len(plant.fleet_workers):,} workers)",
@@ -163,11 +163,9 @@ async def _frame(plant: Plant, elapsed: float, duration: float) -> Frame:
     loop_stats = None
     if plant.stabilizer is not None:
         loop_stats = await plant.stabilizer.statistics()
-        control = control_row_line(
-            loop_stats,
-            await plant.stabilizer.get("temperature"),
-            await plant.stabilizer.get("setpoint"),
-        )
+        temperature = await plant.stabilizer.get("temperature")
+        setpoint = await plant.stabilizer.get("setpoint")
+        control = f"{loop_line(loop_summary(loop_stats, temperature))} (setpoint {setpoint:.0f} C)"
     for child in plant.sup.child_statistics():
         kind = plant.kinds.get(child.name, "pool")
         calls: int | None = child.calls if kind == "service" else None
@@ -210,7 +208,7 @@ async def _frame(plant: Plant, elapsed: float, duration: float) -> Frame:
         duration=duration,
         title=f"corral demo: supervisor 'plant' on {plant.loop_name}",
         rows=rows,
-        status=plant.status(),
+        status=plant.status(worst),
         control=control,
         pool_done=plant.analysis.done,
         pool_total=plant.analysis.total,

@@ -61,19 +61,6 @@ def loop_summary(stats: ControlLoopStatistics, temperature: float) -> dict[str, 
     }
 
 
-def control_row_line(stats: ControlLoopStatistics, temperature: float, setpoint: float) -> str:
-    """The dashboard's line about the loop, live."""
-    late = stats.lateness
-    where = "pinned to a core" if stats.pinned else "unpinned"
-    return (
-        f"control loop: {stats.hz:g} Hz, {where}, {stats.policy}"
-        f"{', memory locked' if stats.memory_locked else ''}: {stats.ticks:,} ticks, "
-        f"{stats.skipped} skipped; lateness p50 {late.p50 * 1e6:.1f} / p99 {late.p99 * 1e6:.1f} "
-        f"/ p99.9 {late.p999 * 1e6:.1f} / max {late.max * 1e6:.1f} us; CPU "
-        f"{stats.cpu_percent:.0f}%; room {temperature:5.2f} C (setpoint {setpoint:.0f} C)"
-    )
-
-
 def loop_line(loop: dict[str, Any]) -> str:
     """The summary's line about the loop."""
     late = loop["lateness_us"]

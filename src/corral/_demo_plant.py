@@ -207,10 +207,13 @@ class Plant:
             '(restart="on-failure"); calls in flight raised WorkerCrashed'
         )
 
-    def status(self) -> str:
-        """The plant's counts, in one line."""
+    def worst_fleet_lateness(self) -> float:
+        """The fleet's worst lateness so far, in seconds (its workers' maxima: cheap)."""
+        return max((w._lateness.max for w in self.fleet_workers if w._lateness.count), default=0)
+
+    def status(self, worst: float) -> str:
+        """The plant's counts, in one line (``worst``: the fleet's worst lateness)."""
         c = self.counts
-        worst = max((w._lateness.max for w in self.fleet_workers if w._lateness.count), default=0)
         return (
             f"readings {c['readings']:>6}  queued {self.processors.qsize():>4}  "
             f"alarms {c['alarms']:>4} -> redraws {self.shown[2].runs:>4}  "
